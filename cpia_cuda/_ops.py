@@ -1,0 +1,59 @@
+"""Loading of the compiled ops and their fake (meta) implementations.
+
+The schemas are declared in csrc/ops.cpp (namespace ``cpia``); CPU and CUDA kernels register
+themselves. The fakes here let the ops run under FakeTensor / torch.compile: the stroke count is
+data-dependent, so the stroke records get an unbacked size.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+_EXTENSION_ERROR: ImportError | None = None
+try:
+    _C = importlib.import_module("cpia_cuda._C")
+except ImportError as error:  # the package can still run its pure-PyTorch reference
+    _C = None
+    _EXTENSION_ERROR = error
+
+STOP_REASONS = ("max_strokes", "max_coverage", "exhausted", "min_response")
+STROKE_COLUMNS = ("channel", "row", "col", "pixels_switched_on", "channels_in_stroke")
+
+
+def extension_available() -> bool:
+    return _C is not None
+
+
+def cuda_kernels_available() -> bool:
+    """True if the extension was built with its CUDA kernels."""
+    if _C is None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key("cpia::channel_stroke", "CUDA")
+
+
+def require_extension() -> None:
+    if _C is None:
+        raise RuntimeError(
+            "the cpia_cuda C++ extension is not built, so only backend='reference' is available; build it with "
+            "`pip install --no-build-isolation -e .` in the repository (error: " + str(_EXTENSION_ERROR) + ")"
+        )
+
+
+if _C is not None:
+
+    @torch.library.register_fake("cpia::channel_flush")
+    def _channel_flush_fake(Y, allowed, tau):
+        return torch.empty_like(Y, dtype=torch.bool)
+
+    @torch.library.register_fake("cpia::channel_stroke")
+    def _channel_stroke_fake(
+        Y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes, max_coverage
+    ):
+        total_strokes = torch.library.get_ctx().new_dynamic_size()
+        order = torch.empty_like(Y, dtype=torch.int32)
+        strokes = Y.new_empty((total_strokes, len(STROKE_COLUMNS)), dtype=torch.int32)
+        stroke_counts = Y.new_empty((Y.shape[0],), dtype=torch.int64)
+        stop_reasons = Y.new_empty((Y.shape[0],), dtype=torch.int32)
+        return order, strokes, stroke_counts, stop_reasons

@@ -1,0 +1,303 @@
+"""Public API of the two painting ops: channel flush and channel stroke.
+
+Both accept one activation ``Y`` (C, H, W) or a batch (N, C, H, W) and run on one of three backends
+that give identical results: ``"reference"`` (pure PyTorch, slow, readable), ``"cpu"`` (fused C++)
+and ``"cuda"`` (fused CUDA); ``"auto"`` picks the fused op for Y's device. The exact semantics,
+ties included, are in docs/algorithm.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from . import _ops
+from .reference import channel_flush_reference, channel_stroke_reference
+
+BACKENDS = ("auto", "reference", "cpu", "cuda")
+Brush = Union[int, torch.Tensor]
+
+
+@dataclass
+class StrokeResult:
+    """Result of :func:`channel_stroke`.
+
+    Attributes:
+        order: int32 like Y: index of the stroke that switched the element on, -1 if never (elements
+            of ``init_mask`` stay -1).
+        strokes: (S, 5) int32 per image, columns ``channel, row, col, pixels_switched_on,
+            channels_in_stroke``; a list of those for a batch.
+        stop_reason: why the loop stopped ("max_strokes", "max_coverage", "exhausted",
+            "min_response"); a list for a batch.
+        coverage: float32 (C,) or (N, C): per channel, the fraction of allowed locations where the
+            channel is on at the end (``init_mask`` included).
+    """
+
+    order: torch.Tensor
+    strokes: Union[torch.Tensor, list[torch.Tensor]]
+    stop_reason: Union[str, list[str]]
+    coverage: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """Bool like Y: the elements the strokes switched on (``order >= 0``)."""
+        return self.order >= 0
+
+    @property
+    def num_strokes(self) -> Union[int, list[int]]:
+        if isinstance(self.strokes, list):
+            return [int(s.shape[0]) for s in self.strokes]
+        return int(self.strokes.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks: the same words as csrc/op_checks.h
+
+
+def _check_activation(Y: torch.Tensor) -> torch.Tensor:
+    if not isinstance(Y, torch.Tensor):
+        raise TypeError(f"Y must be a torch.Tensor, got {type(Y).__name__}")
+    if Y.dim() not in (3, 4):
+        raise ValueError(f"Y must be a 3-D (C, H, W) or 4-D (N, C, H, W) tensor, got {Y.dim()}-D")
+    if not Y.is_floating_point():
+        raise TypeError(f"Y must be a floating-point tensor, got {Y.dtype}")
+    Y = Y.to(torch.float32)
+    if Y.numel() and not bool(torch.isfinite(Y).all()):
+        raise ValueError("Y must be finite, got NaN or Inf values")
+    return Y
+
+
+def _check_int(name: str, value, low: int, high: Optional[int] = None, high_name: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if high is None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and not low <= value <= high:
+        named = f"[{low}, {high_name}] = " if high_name else ""
+        raise ValueError(f"{name} must be in {named}[{low}, {high}], got {value}")
+    return value
+
+
+def _check_real(name: str, value, low: float, high: float, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    below = value <= low if low_open else value < low
+    if not math.isfinite(value) or below or value > high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be in {interval}, got {value:g}")
+    return value
+
+
+def _check_bool_tensor(name: str, value: torch.Tensor, Y: torch.Tensor) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a bool tensor, got {type(value).__name__}")
+    if value.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor, got {value.dtype}")
+    if value.device != Y.device:
+        raise ValueError(f"{name} must be on the same device as Y ({Y.device}), got {value.device}")
+
+
+def _allowed_4d(allowed: Optional[torch.Tensor], Y4: torch.Tensor, batched: bool) -> torch.Tensor:
+    N, _, H, W = Y4.shape
+    if allowed is None:
+        return torch.ones((N, H, W), dtype=torch.bool, device=Y4.device)
+    _check_bool_tensor("allowed", allowed, Y4)
+    if allowed.shape == (H, W):
+        return allowed.expand(N, H, W).contiguous()
+    if batched and allowed.shape == (N, H, W):
+        return allowed.contiguous()
+    expected = f"({H}, {W}) or ({N}, {H}, {W})" if batched else f"({H}, {W})"
+    raise ValueError(f"allowed must have shape {expected}, got {tuple(allowed.shape)}")
+
+
+def _init_mask_4d(init_mask: Optional[torch.Tensor], Y: torch.Tensor, Y4: torch.Tensor) -> torch.Tensor:
+    if init_mask is None:
+        return torch.zeros(Y4.shape, dtype=torch.bool, device=Y4.device)
+    _check_bool_tensor("init_mask", init_mask, Y4)
+    if init_mask.shape != Y.shape:
+        raise ValueError(f"init_mask must have the shape of Y {tuple(Y.shape)}, got {tuple(init_mask.shape)}")
+    return init_mask.reshape(Y4.shape).contiguous()
+
+
+def make_brush(brush: Brush) -> torch.Tensor:
+    """The brush as a bool (kh, kw) CPU tensor: an int z >= 0 is the (2z+1) x (2z+1) box."""
+    if isinstance(brush, torch.Tensor):
+        if brush.dtype != torch.bool:
+            raise TypeError(f"brush must be an int or a bool tensor, got a {brush.dtype} tensor")
+        if brush.dim() != 2 or brush.shape[0] % 2 == 0 or brush.shape[1] % 2 == 0:
+            raise ValueError(f"brush must be a 2-D tensor with odd sides, got shape {tuple(brush.shape)}")
+        brush = brush.cpu().contiguous()
+        if not bool(brush[brush.shape[0] // 2, brush.shape[1] // 2]):
+            raise ValueError("brush centre must be True")
+        return brush
+    z = _check_int("brush", brush, 0)
+    return torch.ones((2 * z + 1, 2 * z + 1), dtype=torch.bool)
+
+
+@functools.lru_cache(maxsize=64)
+def _distance_weight_values(channel_cost: float, sigma: float, max_d2: int) -> tuple[float, ...]:
+    floor = np.float32(1.0 - channel_cost)
+    values = []
+    for k in range(max_d2 + 1):
+        value = np.float32(1.0 - channel_cost * (1.0 - math.exp(-k / (2.0 * sigma * sigma))))
+        values.append(float(value))
+        if value == floor:  # every larger distance has this weight too
+            break
+    return tuple(values)
+
+
+def distance_weights(channel_cost: float, sigma: float, height: int, width: int) -> torch.Tensor:
+    """Weight table Wt[k] = float32(1 - g*(1 - exp(-k / (2 sigma^2)))), k = squared distance.
+
+    The factor (1 - G) of the score on the cursor channel, G = J*K with J = g (Eq. 4) and K the
+    Gaussian movement cost (Eq. 5). Computed in float64 on the host once, so that every backend
+    multiplies by the very same float32 weights. The table stops where it reaches its floor
+    float32(1 - g); larger distances use its last entry.
+    """
+    max_d2 = max(height - 1, 0) ** 2 + max(width - 1, 0) ** 2
+    return torch.tensor(_distance_weight_values(channel_cost, sigma, max_d2), dtype=torch.float32)
+
+
+def _resolve_backend(backend: str, Y: torch.Tensor) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "auto":
+        backend = "cuda" if Y.is_cuda else "cpu" if Y.device.type == "cpu" else "reference"
+    if backend == "reference":
+        return backend
+    _ops.require_extension()
+    if backend == "cpu" and Y.device.type != "cpu":
+        raise ValueError(f"backend 'cpu' needs Y on the CPU, got Y on {Y.device}")
+    if backend == "cuda":
+        if not Y.is_cuda:
+            raise ValueError(f"backend 'cuda' needs Y on a CUDA device, got Y on {Y.device}")
+        if not _ops.cuda_kernels_available():
+            raise RuntimeError("backend 'cuda': this build of cpia_cuda has no CUDA kernels (built without nvcc)")
+    return backend
+
+
+# ---------------------------------------------------------------------------------------------
+# public ops
+
+
+def channel_flush(
+    Y: torch.Tensor, tau: int, *, allowed: Optional[torch.Tensor] = None, backend: str = "auto"
+) -> torch.Tensor:
+    """Channel flush (the paper's Eq. 3): at each allowed location keep the tau highest channels.
+
+    (c, h, w) is kept iff ``allowed[h, w]`` and fewer than ``tau`` channels c' at (h, w) have
+    ``Y[c'] > Y[c]`` or (``Y[c'] == Y[c]`` and ``c' < c``): exactly ``tau`` channels per allowed
+    location, ties to the smaller channel index.
+
+    Args:
+        Y: float activation (C, H, W) or (N, C, H, W); other float dtypes are converted to float32.
+        tau: channels kept per location, 1 <= tau <= C.
+        allowed: bool (H, W) (or (N, H, W) for a batch) of locations that may be kept; default all.
+        backend: "auto", "reference", "cpu" or "cuda".
+
+    Returns:
+        Bool tensor of Y's shape.
+    """
+    Y = _check_activation(Y)
+    batched = Y.dim() == 4
+    Y4 = Y if batched else Y.unsqueeze(0)
+    C = Y4.shape[1]
+    if C > 0:
+        tau = _check_int("tau", tau, 1, C, "C")
+    allowed4 = _allowed_4d(allowed, Y4, batched)
+    backend = _resolve_backend(backend, Y4)
+    if backend == "reference":
+        kept = channel_flush_reference(Y4, allowed4, tau)
+    else:
+        kept = torch.ops.cpia.channel_flush(Y4.contiguous(), allowed4, tau)
+    return kept if batched else kept.squeeze(0)
+
+
+def channel_stroke(
+    Y: torch.Tensor,
+    tau: int,
+    *,
+    brush: Brush = 1,
+    m: float = 0.8,
+    p: int = 1,
+    channel_cost: float = 0.5,
+    sigma: float = 4.0,
+    min_response: float = 0.1,
+    max_strokes: Optional[int] = None,
+    max_coverage: Optional[float] = None,
+    allowed: Optional[torch.Tensor] = None,
+    init_mask: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> StrokeResult:
+    """Channel stroke (the paper's Alg. 1 with penetration, App. A.2): a greedy loop of strokes.
+
+    Each step picks the candidate (c, h, w) of largest score, ties to the smallest flat index
+    (c*H + h)*W + w. Candidates are elements that are off, at an allowed location with fewer than
+    ``tau`` channels on. The score is Y, except on the channel of the previous stroke, where it is
+    ``Y * Wt[d2]`` with d2 the squared distance to the previous stroke (see
+    :func:`distance_weights`). The stroke switches on its centre and every brush offset whose response
+    on the stroke's channel reaches ``m`` times the centre's, first on c, then on up to p-1 further
+    channels of the centre (highest response first) while the location has room under ``tau``.
+
+    The loop stops, checked in this order before each stroke: ``max_strokes`` strokes made;
+    ``max_coverage`` of the allowed locations have a channel on; no candidate left ("exhausted");
+    the picked response is below ``min_response`` times the largest response at allowed locations.
+
+    Args:
+        Y: float activation (C, H, W) or (N, C, H, W).
+        tau: channel limit per location, 1 <= tau <= C.
+        brush: int z >= 0 for a (2z+1)x(2z+1) box, or a bool (kh, kw) tensor, odd sides, centre True.
+        m: sensitivity, 0 < m <= 1.
+        p: penetration (channels per stroke), 1 <= p <= tau.
+        channel_cost: g, 0 <= g <= 1; sigma: movement-cost width, > 0.
+        min_response: stop ratio, 0 <= min_response <= 1.
+        max_strokes: stop after this many strokes (>= 0), per image.
+        max_coverage: stop when this fraction (0 < f <= 1) of allowed locations is covered.
+        allowed: bool (H, W) or (N, H, W) locations where strokes may switch elements on.
+        init_mask: bool like Y: elements already on (not candidates; they count towards tau).
+        backend: "auto", "reference", "cpu" or "cuda".
+    """
+    Y = _check_activation(Y)
+    batched = Y.dim() == 4
+    Y4 = Y if batched else Y.unsqueeze(0)
+    N, C, H, W = Y4.shape
+    if C > 0:
+        tau = _check_int("tau", tau, 1, C, "C")
+        p = _check_int("p", p, 1, tau, "tau")
+    m = _check_real("m", m, 0.0, 1.0, low_open=True)
+    channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)
+    sigma = _check_real("sigma", sigma, 0.0, math.inf, low_open=True)
+    min_response = _check_real("min_response", min_response, 0.0, 1.0)
+    if max_strokes is not None:
+        max_strokes = _check_int("max_strokes", max_strokes, 0)
+    if max_coverage is not None:
+        max_coverage = _check_real("max_coverage", max_coverage, 0.0, 1.0, low_open=True)
+    brush_cells = make_brush(brush)
+    allowed4 = _allowed_4d(allowed, Y4, batched)
+    init4 = _init_mask_4d(init_mask, Y, Y4)
+    backend = _resolve_backend(backend, Y4)
+    if C * H * W >= 2**32 - 1:
+        raise ValueError(f"C*H*W must be below 2^32 - 1 per image, got {C * H * W}")
+    weights = distance_weights(channel_cost, sigma, H, W).to(Y4.device)
+    args = (Y4.contiguous(), allowed4, init4, brush_cells, weights, tau, m, p, min_response, max_strokes, max_coverage)
+    if backend == "reference":
+        order, records, counts, reasons = channel_stroke_reference(*args)
+    else:
+        order, records, counts, reasons = torch.ops.cpia.channel_stroke(*args)
+
+    on = order >= 0
+    on |= init4
+    allowed_counts = allowed4.sum(dim=(1, 2)).clamp(min=1).to(torch.float32)
+    coverage = (on & allowed4.unsqueeze(1)).sum(dim=(2, 3)).to(torch.float32) / allowed_counts.unsqueeze(1)
+    strokes = list(torch.split(records, counts.tolist())) if N else []
+    stop_reasons = [_ops.STOP_REASONS[int(r)] for r in reasons.tolist()]
+    if batched:
+        return StrokeResult(order=order, strokes=strokes, stop_reason=stop_reasons, coverage=coverage)
+    return StrokeResult(order=order.squeeze(0), strokes=strokes[0], stop_reason=stop_reasons[0], coverage=coverage[0])

@@ -1,0 +1,65 @@
+// Argument checks shared by every backend of the cpia ops, so a bad call fails with the same
+// message on CPU and CUDA. The Python wrappers check the same things first with the same words.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+#include <limits>
+
+namespace cpia {
+
+inline void check_same_device(const at::Tensor& y, const at::Tensor& other, const char* name) {
+  TORCH_CHECK(other.device() == y.device(), name, " must be on the same device as Y (", y.device(), "), got ",
+              other.device());
+}
+
+inline void check_channel_flush_args(const at::Tensor& y, const at::Tensor& allowed, int64_t tau) {
+  TORCH_CHECK(y.dim() == 4, "Y must be a 4-D tensor (N, C, H, W), got ", y.dim(), "-D");
+  TORCH_CHECK(y.scalar_type() == at::kFloat, "Y must be float32, got ", y.scalar_type());
+  TORCH_CHECK(allowed.scalar_type() == at::kBool, "allowed must be bool, got ", allowed.scalar_type());
+  TORCH_CHECK(allowed.dim() == 3 && allowed.size(0) == y.size(0) && allowed.size(1) == y.size(2) &&
+                  allowed.size(2) == y.size(3),
+              "allowed must have shape (N, H, W) = (", y.size(0), ", ", y.size(2), ", ", y.size(3), "), got ",
+              allowed.sizes());
+  check_same_device(y, allowed, "allowed");
+  const int64_t channels = y.size(1);
+  TORCH_CHECK(channels == 0 || (tau >= 1 && tau <= channels), "tau must be in [1, C] = [1, ", channels, "], got ",
+              tau);
+}
+
+inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& allowed, const at::Tensor& init_mask,
+                                      const at::Tensor& brush, const at::Tensor& distance_weights, int64_t tau,
+                                      double m, int64_t p, double min_response,
+                                      const c10::optional<int64_t>& max_strokes,
+                                      const c10::optional<double>& max_coverage) {
+  check_channel_flush_args(y, allowed, tau);
+  TORCH_CHECK(init_mask.scalar_type() == at::kBool, "init_mask must be bool, got ", init_mask.scalar_type());
+  TORCH_CHECK(init_mask.sizes() == y.sizes(), "init_mask must have the shape of Y ", y.sizes(), ", got ",
+              init_mask.sizes());
+  check_same_device(y, init_mask, "init_mask");
+  TORCH_CHECK(brush.scalar_type() == at::kBool, "brush must be bool, got ", brush.scalar_type());
+  TORCH_CHECK(brush.dim() == 2 && brush.size(0) % 2 == 1 && brush.size(1) % 2 == 1,
+              "brush must be a 2-D tensor with odd sides, got shape ", brush.sizes());
+  TORCH_CHECK(brush.device().is_cpu(), "brush must be a CPU tensor, got ", brush.device());
+  TORCH_CHECK(brush[brush.size(0) / 2][brush.size(1) / 2].item<bool>(), "brush centre must be True");
+  TORCH_CHECK(distance_weights.scalar_type() == at::kFloat, "distance_weights must be float32, got ",
+              distance_weights.scalar_type());
+  TORCH_CHECK(distance_weights.dim() == 1 && distance_weights.numel() >= 1,
+              "distance_weights must be a non-empty 1-D tensor, got shape ", distance_weights.sizes());
+  check_same_device(y, distance_weights, "distance_weights");
+  const int64_t channels = y.size(1);
+  TORCH_CHECK(m > 0.0 && m <= 1.0, "m must be in (0, 1], got ", m);
+  TORCH_CHECK(channels == 0 || (p >= 1 && p <= tau), "p must be in [1, tau] = [1, ", tau, "], got ", p);
+  TORCH_CHECK(min_response >= 0.0 && min_response <= 1.0, "min_response must be in [0, 1], got ", min_response);
+  TORCH_CHECK(!max_strokes.has_value() || *max_strokes >= 0, "max_strokes must be >= 0, got ",
+              max_strokes.value_or(0));
+  TORCH_CHECK(!max_coverage.has_value() || (*max_coverage > 0.0 && *max_coverage <= 1.0),
+              "max_coverage must be in (0, 1], got ", max_coverage.value_or(0.0));
+  TORCH_CHECK(y.size(1) * y.size(2) * y.size(3) < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+              "C*H*W must be below 2^32 - 1 per image, got ", y.size(1) * y.size(2) * y.size(3));
+}
+
+}  // namespace cpia

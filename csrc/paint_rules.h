@@ -1,0 +1,140 @@
+// Per-element rules of channel flush and channel stroke, shared by the CPU and CUDA kernels so the
+// two cannot drift. Every rule that decides which element wins or is switched on lives here; the
+// pure-PyTorch reference (cpia_cuda/reference.py) follows the same float32 operations.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define CPIA_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define CPIA_HOST_DEVICE inline
+#endif
+
+namespace cpia {
+
+// Candidates are compared by a 64-bit key: the order-preserving bit pattern of the float score in
+// the high word, the complement of the flat index (c*H + h)*W + w in the low word. The larger key
+// wins, so equal scores go to the smaller flat index. Key 0 means "no candidate": every finite
+// float maps to a high word > 0.
+using Key = uint64_t;
+constexpr Key kNoCandidate = 0;
+
+// Spatial tiles over which incremental maxima are kept (both backends use the same tiling).
+constexpr int kTileH = 8;
+constexpr int kTileW = 8;
+
+CPIA_HOST_DEVICE uint32_t float_bits(float value) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(value);
+#else
+  uint32_t bits;
+  __builtin_memcpy(&bits, &value, sizeof(bits));
+  return bits;
+#endif
+}
+
+CPIA_HOST_DEVICE float bits_float(uint32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(bits);
+#else
+  float value;
+  __builtin_memcpy(&value, &bits, sizeof(value));
+  return value;
+#endif
+}
+
+// Monotone map float -> uint32 (a < b  <=>  ordered(a) < ordered(b)). -0.0 is folded onto +0.0
+// because the float comparison treats them as equal, and so must the tie-break.
+CPIA_HOST_DEVICE uint32_t ordered_bits(float value) {
+  uint32_t bits = value == 0.0f ? 0u : float_bits(value);
+  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+}
+
+CPIA_HOST_DEVICE float ordered_to_float(uint32_t ordered) {
+  uint32_t bits = (ordered & 0x80000000u) ? (ordered & 0x7FFFFFFFu) : ~ordered;
+  return bits_float(bits);
+}
+
+CPIA_HOST_DEVICE Key make_key(float score, uint32_t flat_index) {
+  return (static_cast<Key>(ordered_bits(score)) << 32) | static_cast<Key>(~flat_index);
+}
+
+CPIA_HOST_DEVICE float key_score(Key key) { return ordered_to_float(static_cast<uint32_t>(key >> 32)); }
+
+CPIA_HOST_DEVICE uint32_t key_flat_index(Key key) { return ~static_cast<uint32_t>(key & 0xFFFFFFFFu); }
+
+// Largest key any element of score <= `score` can have: used as a branch-and-bound ceiling.
+CPIA_HOST_DEVICE Key ceiling_key(float score) {
+  return (static_cast<Key>(ordered_bits(score)) << 32) | 0xFFFFFFFFull;
+}
+
+// One float32 multiply, never contracted: the product is rounded exactly once on every backend.
+CPIA_HOST_DEVICE float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+// Weight of the cost G = J*K on the cursor channel at squared distance d2 from the cursor: the
+// table holds float32(1 - g*(1 - exp(-k / (2 sigma^2)))) for k < table_size, and its last entry
+// for every larger k (the table is cut where it reaches its floor).
+CPIA_HOST_DEVICE float distance_weight(const float* table, int64_t table_size, int64_t d2) {
+  return table[d2 < table_size ? d2 : table_size - 1];
+}
+
+// s(c,h,w) on the cursor channel: Y * Wt[d2]; every other channel scores Y itself.
+CPIA_HOST_DEVICE float penalised_score(float y, float weight) { return mul_rn(y, weight); }
+
+CPIA_HOST_DEVICE int64_t squared_distance(int64_t h, int64_t w, int64_t h0, int64_t w0) {
+  return (h - h0) * (h - h0) + (w - w0) * (w - w0);
+}
+
+// Candidate rule: location allowed, element off, fewer than tau channels on at the location.
+CPIA_HOST_DEVICE bool is_candidate(bool allowed, bool on, int32_t channels_on, int32_t tau) {
+  return allowed && !on && channels_on < tau;
+}
+
+// Stop rule "min_response": the picked element's own response below float32(min_response) * Ymax.
+CPIA_HOST_DEVICE float response_threshold(float min_response, float y_max) { return mul_rn(min_response, y_max); }
+
+CPIA_HOST_DEVICE bool below_min_response(float y, float threshold) { return y < threshold; }
+
+// Neighbourhood rule: a brush offset other than the centre is switched on only if its response on
+// channel q reaches float32(m) times the response of q at the stroke's centre.
+CPIA_HOST_DEVICE bool passes_sensitivity(float y_neighbour, float y_centre, float m) {
+  return y_neighbour >= mul_rn(m, y_centre);
+}
+
+// Precedence among channels at one location (flush ranking, penetration order): higher response
+// first, ties to the smaller channel index.
+CPIA_HOST_DEVICE bool channel_precedes(float y_a, int64_t c_a, float y_b, int64_t c_b) {
+  return y_a > y_b || (y_a == y_b && c_a < c_b);
+}
+
+// Stop reasons, in the order the loop checks them.
+enum StopReason : int32_t {
+  kStopMaxStrokes = 0,
+  kStopMaxCoverage = 1,
+  kStopExhausted = 2,
+  kStopMinResponse = 3,
+};
+
+// Stop rule "max_coverage": covered locations reach max_coverage of the allowed locations.
+CPIA_HOST_DEVICE bool coverage_reached(int64_t covered, int64_t allowed_count, double max_coverage) {
+  return static_cast<double>(covered) >= max_coverage * static_cast<double>(allowed_count);
+}
+
+// Columns of the per-stroke record.
+enum StrokeColumn : int {
+  kStrokeChannel = 0,
+  kStrokeRow = 1,
+  kStrokeCol = 2,
+  kStrokePixelsOn = 3,
+  kStrokeChannels = 4,
+  kStrokeColumns = 5,
+};
+
+}  // namespace cpia

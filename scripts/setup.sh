@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up .venv with the pinned dependencies and builds the extension in place (idempotent).
+# The CUDA kernels are built when the CUDA toolkit is found; CPIA_CUDA=0 forces a CPU-only build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r requirements.txt
+MAX_JOBS=${MAX_JOBS:-2} .venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
+.venv/bin/python -c "import cpia_cuda, cpia_cuda._ops as o; print('cpia_cuda', cpia_cuda.__version__, '| extension:', o.extension_available(), '| CUDA kernels:', o.cuda_kernels_available())"

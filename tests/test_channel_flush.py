@@ -1,0 +1,58 @@
+"""Channel flush: the top-tau rule with ties, allowed regions, reference-vs-kernel equivalence."""
+
+import pytest
+import torch
+
+from cpia_cuda import channel_flush
+from conftest import FUSED_BACKENDS
+
+ALL_BACKENDS = ["reference"] + FUSED_BACKENDS
+
+
+def flush(Y, tau, backend, allowed=None):
+    device = "cuda" if backend == "cuda" else "cpu"
+    allowed = None if allowed is None else allowed.to(device)
+    return channel_flush(Y.to(device), tau, allowed=allowed, backend=backend).cpu()
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_top_tau_with_ties_to_the_smaller_channel(backend):
+    Y = torch.tensor([[[1.0, -1.0]], [[2.0, -3.0]], [[2.0, -2.0]]])
+    assert flush(Y, 1, backend).tolist() == [[[False, True]], [[True, False]], [[False, False]]]
+    assert flush(Y, 2, backend).tolist() == [[[False, True]], [[True, False]], [[True, True]]]
+    assert flush(Y, 3, backend).all()
+    allowed = torch.tensor([[True, False]])
+    assert flush(Y, 2, backend, allowed).tolist() == [[[False, False]], [[True, False]], [[True, False]]]
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_signed_zeros_tie(backend):
+    Y = torch.tensor([-0.0, 0.0]).view(2, 1, 1)
+    assert flush(Y, 1, backend).flatten().tolist() == [True, False]
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("seed", range(20))
+def test_fused_matches_reference(backend, seed):
+    g = torch.Generator().manual_seed(seed)
+    N, C, H, W = (int(torch.randint(1, k, (1,), generator=g)) for k in (3, 40, 17, 17))
+    Y = torch.randn(N, C, H, W, generator=g)
+    if seed % 2:
+        Y = Y.round()
+    tau = int(torch.randint(1, C + 1, (1,), generator=g))
+    allowed = torch.rand(N, H, W, generator=g) > 0.2
+    assert torch.equal(flush(Y, tau, backend, allowed), flush(Y, tau, "reference", allowed))
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_keeps_the_topk_set_when_there_are_no_ties(backend):
+    Y = torch.randn(64, 9, 7, generator=torch.Generator().manual_seed(1))
+    expected = torch.zeros_like(Y, dtype=torch.bool).scatter_(0, Y.topk(10, dim=0).indices, True)
+    assert torch.equal(flush(Y, 10, backend), expected)
+    assert (flush(Y, 10, backend).sum(0) == 10).all()
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_empty_inputs(backend):
+    assert flush(torch.zeros(0, 3, 3), 1, backend).shape == (0, 3, 3)
+    assert flush(torch.zeros(2, 0, 3, 3), 1, backend).shape == (2, 0, 3, 3)

@@ -1,0 +1,207 @@
+"""Channel stroke: hand-computed cases for each rule, then reference-vs-kernel equivalence."""
+
+import numpy as np
+import pytest
+import torch
+
+import cpia_cuda
+from cpia_cuda import channel_stroke, distance_weights
+from conftest import FUSED_BACKENDS
+
+ALL_BACKENDS = ["reference"] + FUSED_BACKENDS
+
+
+def run(Y, tau, backend, **kwargs):
+    device = "cuda" if backend == "cuda" else "cpu"
+    moved = {k: (v.to(device) if isinstance(v, torch.Tensor) and k != "brush" else v) for k, v in kwargs.items()}
+    return channel_stroke(Y.to(device), tau, backend=backend, **moved)
+
+
+def strokes_list(result):
+    return result.strokes.cpu().tolist()
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request):
+    return request.param
+
+
+def test_ties_go_to_smallest_flat_index_and_tau_saturates(backend):
+    Y = torch.ones(2, 2, 2)
+    r = run(Y, 1, backend, brush=0, channel_cost=0.0, min_response=0.0)
+    assert r.order.cpu().tolist() == [[[0, 1], [2, 3]], [[-1, -1], [-1, -1]]]
+    assert strokes_list(r) == [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1], [0, 1, 0, 1, 1], [0, 1, 1, 1, 1]]
+    assert r.stop_reason == "exhausted"
+    assert r.coverage.cpu().tolist() == [1.0, 0.0]
+
+
+def test_channel_cost_penalises_the_cursor_channel(backend):
+    Y = torch.tensor([[[1.0, 0.0, 0.9]], [[0.0, 0.6, 0.0]]])
+    penalised = run(Y, 2, backend, brush=0, channel_cost=0.5, sigma=1.0)
+    # 0.9 * Wt[4] = 0.9 * (1 - 0.5 * (1 - e^-2)) = 0.511 < 0.6: the second stroke changes channel
+    assert [s[:3] for s in strokes_list(penalised)] == [[0, 0, 0], [1, 0, 1], [0, 0, 2]]
+    free = run(Y, 2, backend, brush=0, channel_cost=0.0, sigma=1.0)
+    assert [s[:3] for s in strokes_list(free)] == [[0, 0, 0], [0, 0, 2], [1, 0, 1]]
+    assert penalised.stop_reason == free.stop_reason == "min_response"
+
+
+def test_sensitivity_threshold_and_brush_extension(backend):
+    Y = torch.tensor([[[0.5, 0.79, 1.0, 0.8, 0.3]]])
+    r = run(Y, 1, backend, brush=1, m=0.8)
+    # centre 1.0: 0.8 >= float32(0.8) * 1.0 joins the stroke, 0.79 does not
+    assert r.order.cpu().tolist() == [[[2, 1, 0, 0, 3]]]
+    assert strokes_list(r) == [[0, 0, 2, 2, 1], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 4, 1, 1]]
+    assert r.stop_reason == "exhausted"
+
+
+def test_penetration_order_ties_and_room_under_tau(backend):
+    Y = torch.tensor([0.2, 0.9, 0.5, 0.5]).view(4, 1, 1)
+    r = run(Y, 3, backend, brush=0, p=3)
+    assert strokes_list(r) == [[1, 0, 0, 3, 3]]
+    assert r.order.flatten().cpu().tolist() == [-1, 0, 0, 0]
+    # one channel already on leaves room for two: the tie 0.5/0.5 goes to channel 2
+    init = torch.tensor([True, False, False, False]).view(4, 1, 1)
+    r = run(Y, 3, backend, brush=0, p=3, init_mask=init)
+    assert strokes_list(r) == [[1, 0, 0, 2, 2]]
+    assert r.order.flatten().cpu().tolist() == [-1, 0, 0, -1]
+    assert r.stop_reason == "exhausted"
+
+
+def test_custom_brush_shape_and_raster_order(backend):
+    Y = torch.ones(1, 3, 3)
+    cross = torch.tensor([[False, True, False], [True, True, True], [False, True, False]])
+    r = run(Y, 1, backend, brush=cross, m=1.0, max_strokes=1)
+    assert r.order[0].cpu().tolist() == [[0, 0, -1], [0, -1, -1], [-1, -1, -1]]
+    r = run(Y, 1, backend, brush=cross, m=1.0, max_strokes=1, init_mask=torch.zeros(1, 3, 3, dtype=torch.bool))
+    assert strokes_list(r) == [[0, 0, 0, 3, 1]]
+    big = run(torch.ones(1, 5, 5), 1, backend, brush=2, m=1.0, channel_cost=0.0)
+    assert strokes_list(big) == [[0, 0, 0, 9, 1], [0, 0, 3, 6, 1], [0, 3, 0, 6, 1], [0, 3, 3, 4, 1]]
+    # with a movement cost the nearer (3, 3) comes before (3, 0)
+    moving = run(torch.ones(1, 5, 5), 1, backend, brush=2, m=1.0, channel_cost=0.5)
+    assert strokes_list(moving) == [[0, 0, 0, 9, 1], [0, 0, 3, 6, 1], [0, 3, 3, 8, 1], [0, 3, 0, 2, 1]]
+
+
+def test_allowed_region_restricts_strokes_and_ymax(backend):
+    Y = torch.tensor([[[5.0, 1.0], [1.0, 1.0]]])
+    allowed = torch.tensor([[False, True], [True, True]])
+    r = run(Y, 1, backend, brush=1, m=1.0, allowed=allowed)
+    assert r.order.cpu().tolist() == [[[-1, 0], [0, 0]]]
+    assert strokes_list(r) == [[0, 0, 1, 3, 1]]
+    assert r.coverage.cpu().tolist() == [1.0]  # of the 3 allowed locations
+
+
+@pytest.mark.parametrize(
+    "limits, reason, count",
+    [({"max_strokes": 1}, "max_strokes", 1), ({"max_strokes": 0}, "max_strokes", 0),
+     ({"max_coverage": 0.5}, "max_coverage", 2), ({"min_response": 0.6}, "min_response", 2),
+     ({"min_response": 0.0}, "exhausted", 4)],
+)
+def test_each_stop_reason(backend, limits, reason, count):
+    Y = torch.tensor([[[4.0, 3.0, 2.0, 1.0]]])
+    r = run(Y, 1, backend, brush=0, **limits)
+    assert r.stop_reason == reason
+    assert [s[2] for s in strokes_list(r)] == [0, 1, 2, 3][:count]
+
+
+def test_init_mask_elements_are_not_candidates_and_count_towards_tau(backend):
+    Y = torch.tensor([[[3.0, 1.0]], [[2.0, 2.0]]])
+    init = torch.tensor([[[True, False]], [[False, False]]])
+    r = run(Y, 1, backend, brush=0, init_mask=init, min_response=0.0)
+    # location 0 is full (tau=1) from the start; channel 0 at location 1 has 1.0 < 2.0
+    assert strokes_list(r) == [[1, 0, 1, 1, 1]]
+    assert r.order.cpu().tolist() == [[[-1, -1]], [[-1, 0]]]
+    assert r.coverage.cpu().tolist() == [0.5, 0.5]
+
+
+def test_batch_matches_single_images(backend):
+    g = torch.Generator().manual_seed(3)
+    Y = torch.randn(3, 4, 6, 5, generator=g)
+    allowed = torch.rand(3, 6, 5, generator=g) > 0.3
+    batch = run(Y, 2, backend, p=2, allowed=allowed, min_response=0.0)
+    for n in range(3):
+        single = run(Y[n], 2, backend, p=2, allowed=allowed[n], min_response=0.0)
+        assert torch.equal(batch.order[n], single.order)
+        assert torch.equal(batch.strokes[n], single.strokes)
+        assert batch.stop_reason[n] == single.stop_reason
+
+
+def test_empty_dimensions_give_empty_results(backend):
+    for shape in [(0, 4, 4), (3, 0, 4), (2, 3, 0)]:
+        r = run(torch.zeros(shape), 1, backend)
+        assert r.order.shape == shape and r.strokes.shape == (0, 5)
+    r = run(torch.zeros(0, 2, 3, 3), 1, backend)
+    assert r.order.shape == (0, 2, 3, 3) and r.strokes == []
+
+
+def test_distance_weight_table():
+    table = distance_weights(0.5, 4.0, 64, 64)
+    expected = [np.float32(1 - 0.5 * (1 - np.exp(-k / 32.0))) for k in range(table.numel())]
+    assert table.tolist() == [float(v) for v in expected]
+    assert table[-1] == np.float32(0.5) and table[-2] != table[-1]  # cut where it reaches its floor
+    assert distance_weights(0.0, 4.0, 64, 64).tolist() == [1.0]
+    assert distance_weights(0.5, 100.0, 3, 3).numel() == 9  # image smaller than the Gaussian
+
+
+def random_case(seed):
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=g))
+    N, C, H, W = pick(1, 3), pick(1, 12), pick(1, 20), pick(1, 20)
+    Y = torch.randn(N, C, H, W, generator=g)
+    if seed % 4 == 0:
+        Y = (Y * 2).round() / 2  # many exact ties
+    if seed % 4 == 1:
+        Y = Y.abs()
+    tau = pick(1, C)
+    kwargs = dict(
+        brush=pick(0, 2), m=[0.5, 0.8, 1.0][seed % 3], p=pick(1, tau), channel_cost=[0.0, 0.5, 1.0][seed % 3],
+        sigma=[0.7, 2.0, 4.0][(seed // 3) % 3], min_response=[0.0, 0.1, 0.5][(seed // 2) % 3],
+    )
+    if seed % 5 == 0:
+        kwargs["brush"] = torch.rand(3, 5, generator=g) > 0.4
+        kwargs["brush"][1, 2] = True
+    if seed % 3 == 0:
+        kwargs["allowed"] = torch.rand(N, H, W, generator=g) > 0.25
+    if seed % 7 == 0:
+        kwargs["init_mask"] = torch.rand(N, C, H, W, generator=g) > 0.85
+    if seed % 6 == 0:
+        kwargs["max_coverage"] = 0.6
+    if seed % 8 == 0:
+        kwargs["max_strokes"] = pick(0, 30)
+    return Y, tau, kwargs
+
+
+@pytest.mark.parametrize("fused", FUSED_BACKENDS)
+@pytest.mark.parametrize("seed", range(60))
+def test_fused_kernel_matches_reference(fused, seed):
+    Y, tau, kwargs = random_case(seed)
+    expected = run(Y, tau, "reference", **kwargs)
+    got = run(Y, tau, fused, **kwargs)
+    assert torch.equal(got.order.cpu(), expected.order)
+    assert got.stop_reason == expected.stop_reason
+    for a, b in zip(got.strokes, expected.strokes):
+        assert torch.equal(a.cpu(), b)
+    assert torch.equal(got.coverage.cpu(), expected.coverage)
+
+
+def test_fused_kernel_matches_reference_on_a_correlated_activation():
+    g = torch.Generator().manual_seed(0)
+    Y = torch.nn.functional.avg_pool2d(torch.rand(1, 48, 40, 40, generator=g), 5, 1, 2)[0]
+    kwargs = dict(brush=1, m=0.8, p=2, channel_cost=0.5, sigma=4.0, min_response=0.1, max_strokes=300)
+    expected = run(Y, 12, "reference", **kwargs)
+    got = run(Y, 12, "cpu", **kwargs)
+    assert got.num_strokes == 300
+    assert torch.equal(got.order, expected.order) and torch.equal(got.strokes, expected.strokes)
+
+
+def test_reference_runs_on_the_device_of_y():
+    Y = torch.rand(2, 4, 4)
+    r = channel_stroke(Y, 1, backend="reference")
+    assert r.order.device == Y.device and r.mask.dtype == torch.bool
+    assert torch.equal(r.mask, r.order >= 0)
+
+
+def test_other_float_dtypes_are_converted():
+    Y = torch.rand(3, 5, 5, dtype=torch.float64)
+    a = channel_stroke(Y, 2)
+    b = channel_stroke(Y.float(), 2)
+    assert torch.equal(a.order, b.order)

@@ -1,0 +1,112 @@
+"""Bad input gets a clear error naming the argument; the ops pass torch.library.opcheck."""
+
+import pytest
+import torch
+
+from cpia_cuda import channel_flush, channel_stroke, distance_weights, make_brush
+from conftest import DEVICES
+
+Y = torch.rand(3, 4, 5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"tau": 0}, ValueError, r"tau must be in \[1, C\] = \[1, 3\], got 0"),
+        ({"tau": 4}, ValueError, r"tau must be in \[1, C\] = \[1, 3\], got 4"),
+        ({"tau": 1.5}, TypeError, "tau must be an int, got float"),
+        ({"p": 3, "tau": 2}, ValueError, r"p must be in \[1, tau\] = \[1, 2\], got 3"),
+        ({"m": 0.0}, ValueError, r"m must be in \(0, 1\], got 0"),
+        ({"m": 1.5}, ValueError, r"m must be in \(0, 1\], got 1.5"),
+        ({"channel_cost": -0.1}, ValueError, r"channel_cost must be in \[0, 1\], got -0.1"),
+        ({"sigma": 0.0}, ValueError, r"sigma must be in \(0, inf\], got 0"),
+        ({"sigma": float("nan")}, ValueError, "sigma must be in"),
+        ({"min_response": 2.0}, ValueError, r"min_response must be in \[0, 1\], got 2"),
+        ({"max_strokes": -1}, ValueError, "max_strokes must be >= 0, got -1"),
+        ({"max_coverage": 0.0}, ValueError, r"max_coverage must be in \(0, 1\], got 0"),
+        ({"brush": -1}, ValueError, "brush must be >= 0, got -1"),
+        ({"brush": torch.ones(2, 3, dtype=torch.bool)}, ValueError, r"brush must be a 2-D tensor with odd sides, got shape \(2, 3\)"),
+        ({"brush": torch.ones(3, 3)}, TypeError, "brush must be an int or a bool tensor, got a torch.float32 tensor"),
+        ({"brush": torch.tensor([[True, False, True]])}, ValueError, "brush centre must be True"),
+        ({"allowed": torch.ones(4, 4, dtype=torch.bool)}, ValueError, r"allowed must have shape \(4, 5\), got \(4, 4\)"),
+        ({"allowed": torch.ones(4, 5)}, TypeError, "allowed must be a bool tensor, got torch.float32"),
+        ({"init_mask": torch.zeros(3, 4, 4, dtype=torch.bool)}, ValueError, r"init_mask must have the shape of Y \(3, 4, 5\), got \(3, 4, 4\)"),
+        ({"backend": "gpu"}, ValueError, "backend must be one of 'auto', 'reference', 'cpu', 'cuda', got 'gpu'"),
+    ],
+)
+def test_stroke_argument_errors(kwargs, error, message):
+    kwargs = dict(kwargs)
+    tau = kwargs.pop("tau", 2)
+    with pytest.raises(error, match=message):
+        channel_stroke(Y, tau, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (torch.rand(4, 5), ValueError, r"Y must be a 3-D \(C, H, W\) or 4-D \(N, C, H, W\) tensor, got 2-D"),
+        (torch.ones(3, 4, 5, dtype=torch.int64), TypeError, "Y must be a floating-point tensor, got torch.int64"),
+        (torch.tensor([[[float("nan")]]]), ValueError, "Y must be finite, got NaN or Inf values"),
+        (torch.tensor([[[float("inf")]]]), ValueError, "Y must be finite"),
+        ([[[1.0]]], TypeError, "Y must be a torch.Tensor, got list"),
+    ],
+)
+@pytest.mark.parametrize("op", [channel_stroke, channel_flush])
+def test_activation_errors(op, bad, error, message):
+    with pytest.raises(error, match=message):
+        op(bad, 1)
+
+
+def test_flush_errors():
+    with pytest.raises(ValueError, match=r"tau must be in \[1, C\] = \[1, 3\], got 5"):
+        channel_flush(Y, 5)
+    with pytest.raises(ValueError, match=r"allowed must have shape \(2, 4, 5\) or \(2, 4, 5\)|allowed must have shape"):
+        channel_flush(Y.unsqueeze(0).expand(2, -1, -1, -1), 1, allowed=torch.ones(3, 4, 5, dtype=torch.bool))
+
+
+def test_backend_device_mismatch():
+    with pytest.raises(ValueError, match="backend 'cuda' needs Y on a CUDA device, got Y on cpu"):
+        channel_stroke(Y, 1, backend="cuda")
+
+
+def test_op_level_checks_use_the_same_words():
+    """Direct torch.ops calls are checked in C++ with the messages of the Python wrappers."""
+    Y4 = Y.unsqueeze(0)
+    allowed = torch.ones(1, 4, 5, dtype=torch.bool)
+    init = torch.zeros_like(Y4, dtype=torch.bool)
+    args = [Y4, allowed, init, make_brush(1), distance_weights(0.5, 4.0, 4, 5), 2, 0.8, 1, 0.1, None, None]
+    with pytest.raises(RuntimeError, match=r"tau must be in \[1, C\] = \[1, 3\], got 9"):
+        torch.ops.cpia.channel_stroke(*args[:5], 9, *args[6:])
+    with pytest.raises(RuntimeError, match=r"m must be in \(0, 1\], got 0"):
+        torch.ops.cpia.channel_stroke(*args[:6], 0.0, *args[7:])
+    with pytest.raises(RuntimeError, match="brush centre must be True"):
+        torch.ops.cpia.channel_stroke(*args[:3], torch.tensor([[True, False, True]]), *args[4:])
+    with pytest.raises(RuntimeError, match="Y must be float32, got Double"):
+        torch.ops.cpia.channel_flush(Y4.double(), allowed, 1)
+
+
+def sample_stroke_args(device):
+    g = torch.Generator().manual_seed(0)
+    Y = torch.randn(2, 5, 6, 7, generator=g).to(device)
+    allowed = (torch.rand(2, 6, 7, generator=g) > 0.2).to(device)
+    init = (torch.rand(2, 5, 6, 7, generator=g) > 0.9).to(device)
+    weights = distance_weights(0.5, 2.0, 6, 7).to(device)
+    return [
+        (Y, allowed, init, make_brush(1), weights, 3, 0.8, 2, 0.1, None, None),
+        (Y, allowed, init, make_brush(0), weights, 5, 0.5, 1, 0.0, 7, None),
+        (Y, allowed, init, make_brush(2), weights, 2, 1.0, 2, 0.0, None, 0.5),
+    ]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_channel_stroke(device):
+    for args in sample_stroke_args(device):
+        torch.library.opcheck(torch.ops.cpia.channel_stroke.default, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_channel_flush(device):
+    Y = torch.randn(2, 6, 5, 4).to(device)
+    allowed = (torch.rand(2, 5, 4) > 0.3).to(device)
+    for tau in (1, 3, 6):
+        torch.library.opcheck(torch.ops.cpia.channel_flush.default, (Y, allowed, tau))
