@@ -92,6 +92,45 @@ CPIA_HOST_DEVICE int64_t squared_distance(int64_t h, int64_t w, int64_t h0, int6
   return (h - h0) * (h - h0) + (w - w0) * (w - w0);
 }
 
+// Branch and bound over a tile of the cursor channel. Wt never increases with distance and float
+// rounding is monotone, so over a tile whose best response is y_best:
+//   ceiling: no element scores above y_best * Wt[nearest] (y_best >= 0) or y_best * Wt[farthest] (< 0);
+//   floor:   the y_best element itself scores at least y_best * Wt[farthest] (>= 0) or * Wt[nearest] (< 0).
+struct TileRect {
+  int64_t h0, w0, h1, w1;  // inclusive bounds
+};
+
+CPIA_HOST_DEVICE TileRect tile_rect(int64_t tile, int64_t tiles_w, int64_t height, int64_t width) {
+  const int64_t h0 = (tile / tiles_w) * kTileH, w0 = (tile % tiles_w) * kTileW;
+  const int64_t h1 = h0 + kTileH < height ? h0 + kTileH : height;
+  const int64_t w1 = w0 + kTileW < width ? w0 + kTileW : width;
+  return {h0, w0, h1 - 1, w1 - 1};
+}
+
+CPIA_HOST_DEVICE int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+CPIA_HOST_DEVICE int64_t nearest_squared_distance(const TileRect& r, int64_t h, int64_t w) {
+  const int64_t dh = max3(r.h0 - h, h - r.h1, 0), dw = max3(r.w0 - w, w - r.w1, 0);
+  return dh * dh + dw * dw;
+}
+
+CPIA_HOST_DEVICE int64_t farthest_squared_distance(const TileRect& r, int64_t h, int64_t w) {
+  const int64_t dh = max3(h - r.h0, r.h1 - h, 0), dw = max3(w - r.w0, r.w1 - w, 0);
+  return dh * dh + dw * dw;
+}
+
+CPIA_HOST_DEVICE Key tile_ceiling_key(float y_best, const float* table, int64_t table_size, const TileRect& r,
+                                      int64_t h, int64_t w) {
+  const int64_t d2 = y_best >= 0.0f ? nearest_squared_distance(r, h, w) : farthest_squared_distance(r, h, w);
+  return ceiling_key(penalised_score(y_best, distance_weight(table, table_size, d2)));
+}
+
+CPIA_HOST_DEVICE Key tile_floor_key(float y_best, const float* table, int64_t table_size, const TileRect& r,
+                                    int64_t h, int64_t w) {
+  const int64_t d2 = y_best >= 0.0f ? farthest_squared_distance(r, h, w) : nearest_squared_distance(r, h, w);
+  return static_cast<Key>(ordered_bits(penalised_score(y_best, distance_weight(table, table_size, d2)))) << 32;
+}
+
 // Candidate rule: location allowed, element off, fewer than tau channels on at the location.
 CPIA_HOST_DEVICE bool is_candidate(bool allowed, bool on, int32_t channels_on, int32_t tau) {
   return allowed && !on && channels_on < tau;

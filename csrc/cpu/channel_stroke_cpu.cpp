@@ -159,11 +159,10 @@ class StrokePainter {
   // Best candidate key of tile t on channel c under the score `score_of(y, h, w)`.
   template <typename Score>
   Key scan_tile(int64_t c, int64_t t, Score score_of) const {
-    const int64_t h0 = (t / tiles_w_) * kTileH, w0 = (t % tiles_w_) * kTileW;
-    const int64_t h1 = std::min(h0 + kTileH, H_), w1 = std::min(w0 + kTileW, W_);
+    const TileRect rect = tile_rect(t, tiles_w_, H_, W_);
     Key best = kNoCandidate;
-    for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t w = w0; w < w1; ++w) {
+    for (int64_t h = rect.h0; h <= rect.h1; ++h) {
+      for (int64_t w = rect.w0; w <= rect.w1; ++w) {
         const int64_t at = h * W_ + w;
         if (!is_candidate_at(c, at)) continue;
         const int64_t flat = c * HW_ + at;
@@ -185,27 +184,26 @@ class StrokePainter {
     if (cursor_c_ < 0) return channel_best_.root();
     Key best = std::max(channel_best_.range_max(0, cursor_c_), channel_best_.range_max(cursor_c_ + 1, C_));
     const KeyTree& tree = channel_trees_[cursor_c_];
+    const float* table = params_.distance_weights;
+    const int64_t table_size = params_.distance_weights_size;
+    // Same two passes as the CUDA kernel: the best floor raises the bar before any tile is scanned.
     for (int64_t t = 0; t < tiles_; ++t) {
       const Key tile_best = tree.leaf(t);
       if (tile_best == kNoCandidate) continue;
-      // Ceiling of Y * Wt[d2] over the tile: Wt does not increase with d2, so a tile whose best Y is
-      // >= 0 is bounded at its nearest point and one whose best Y is < 0 at its farthest point.
-      const int64_t h0 = (t / tiles_w_) * kTileH, w0 = (t % tiles_w_) * kTileW;
-      const int64_t h1 = std::min(h0 + kTileH, H_) - 1, w1 = std::min(w0 + kTileW, W_) - 1;
-      const float y_best = key_score(tile_best);
-      int64_t dh, dw;
-      if (y_best >= 0.0f) {
-        dh = std::max<int64_t>({0, h0 - cursor_h_, cursor_h_ - h1});
-        dw = std::max<int64_t>({0, w0 - cursor_w_, cursor_w_ - w1});
-      } else {
-        dh = std::max(cursor_h_ - h0, h1 - cursor_h_);
-        dw = std::max(cursor_w_ - w0, w1 - cursor_w_);
-      }
-      if (ceiling_key(penalised_score(y_best, weight_at(dh * dh + dw * dw))) <= best) continue;
+      const TileRect rect = tile_rect(t, tiles_w_, H_, W_);
+      best = std::max(best, tile_floor_key(key_score(tile_best), table, table_size, rect, cursor_h_, cursor_w_));
+    }
+    for (int64_t t = 0; t < tiles_; ++t) {
+      const Key tile_best = tree.leaf(t);
+      if (tile_best == kNoCandidate) continue;
+      const TileRect rect = tile_rect(t, tiles_w_, H_, W_);
+      if (tile_ceiling_key(key_score(tile_best), table, table_size, rect, cursor_h_, cursor_w_) <= best) continue;
       best = std::max(best, scan_tile(cursor_c_, t, [&](float y, int64_t h, int64_t w) {
                         return penalised_score(y, weight_at(squared_distance(h, w, cursor_h_, cursor_w_)));
                       }));
     }
+    // A floor key is never a real key (its index word is 0), so `best` is a real candidate here
+    // unless channel c* had no candidate at all.
     return best;
   }
 

@@ -1,0 +1,114 @@
+// Channel flush on CUDA, a memory-bound per-location top-tau selection. A block loads the C
+// responses of up to 32 consecutive locations with coalesced reads into shared memory (as
+// order-preserving 32-bit words, paint_rules.h), one warp per location finds the tau-th largest
+// word by a most-significant-bit-first radix search, keeps ties by ascending channel, and the block
+// writes the kept flags back with coalesced writes.
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../op_checks.h"
+#include "../paint_rules.h"
+
+namespace cpia {
+namespace {
+
+constexpr int kFlushThreads = 256;
+constexpr int kFlushWarps = kFlushThreads / 32;
+
+__device__ __forceinline__ int warp_sum(int value) { return __reduce_add_sync(0xFFFFFFFFu, value); }
+
+__global__ void __launch_bounds__(kFlushThreads)
+    channel_flush_kernel(const float* __restrict__ y, const bool* __restrict__ allowed, bool* __restrict__ kept,
+                         int64_t C, int64_t HW, int64_t groups_per_image, int locations_per_block, int pitch,
+                         int tau) {
+  extern __shared__ uint32_t words[];  // [location][pitch]
+  uint8_t* flags = reinterpret_cast<uint8_t*>(words + static_cast<int64_t>(locations_per_block) * pitch);
+  const int64_t n = blockIdx.x / groups_per_image;
+  const int64_t first = (blockIdx.x % groups_per_image) * locations_per_block;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float* plane = y + n * C * HW;
+  const int64_t span = min(static_cast<int64_t>(locations_per_block), HW - first);
+
+  for (int64_t c = warp; c < C; c += kFlushWarps) {
+    for (int loc = lane; loc < span; loc += 32) words[loc * pitch + c] = ordered_bits(plane[c * HW + first + loc]);
+  }
+  __syncthreads();
+
+  for (int loc = warp; loc < span; loc += kFlushWarps) {
+    const uint32_t* row = words + loc * pitch;
+    uint8_t* out = flags + loc * pitch;
+    if (!allowed[n * HW + first + loc]) {
+      for (int64_t c = lane; c < C; c += 32) out[c] = 0;
+      continue;
+    }
+    // Largest word T such that at least tau channels have a word >= T: the tau-th best response.
+    uint32_t tau_th = 0;
+    for (int bit = 31; bit >= 0; --bit) {
+      const uint32_t candidate = tau_th | (1u << bit);
+      int at_least = 0;
+      for (int64_t c = lane; c < C; c += 32) at_least += row[c] >= candidate;
+      if (warp_sum(at_least) >= tau) tau_th = candidate;
+    }
+    int above = 0;
+    for (int64_t c = lane; c < C; c += 32) above += row[c] > tau_th;
+    const int ties_kept = tau - warp_sum(above);
+    // Ties at the tau-th response go to the smaller channels (channel_precedes).
+    int ties_before = 0;
+    for (int64_t base = 0; base < C; base += 32) {
+      const int64_t c = base + lane;
+      const bool tie = c < C && row[c] == tau_th;
+      const unsigned tie_lanes = __ballot_sync(0xFFFFFFFFu, tie);
+      const int rank = ties_before + __popc(tie_lanes & ((1u << lane) - 1u));
+      if (c < C) out[c] = row[c] > tau_th || (tie && rank < ties_kept);
+      ties_before += __popc(tie_lanes);
+    }
+  }
+  __syncthreads();
+
+  bool* kept_plane = kept + n * C * HW;
+  for (int64_t c = warp; c < C; c += kFlushWarps) {
+    for (int loc = lane; loc < span; loc += 32) kept_plane[c * HW + first + loc] = flags[loc * pitch + c];
+  }
+}
+
+at::Tensor channel_flush_cuda(const at::Tensor& y, const at::Tensor& allowed, int64_t tau) {
+  check_channel_flush_args(y, allowed, tau);
+  const c10::cuda::CUDAGuard device_guard(y.device());
+  at::Tensor kept = at::zeros(y.sizes(), y.options().dtype(at::kBool));
+  if (kept.numel() == 0) return kept;
+  const at::Tensor y_c = y.contiguous();
+  const at::Tensor allowed_c = allowed.contiguous();
+  const int64_t N = y.size(0), C = y.size(1), HW = y.size(2) * y.size(3);
+
+  // An odd pitch makes the per-location rows hit distinct shared-memory banks.
+  const int pitch = static_cast<int>(C | 1);
+  const int64_t bytes_per_location = static_cast<int64_t>(pitch) * (sizeof(uint32_t) + sizeof(uint8_t));
+  int device = 0, shared_optin = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const int64_t shared_limit = shared_optin;
+  int locations = 32;
+  while (locations > 1 && locations * bytes_per_location > shared_limit) locations /= 2;
+  TORCH_CHECK(locations * bytes_per_location <= shared_limit, "channel_flush on CUDA supports C up to ",
+              shared_limit / (sizeof(uint32_t) + sizeof(uint8_t)), " channels, got C = ", C);
+  const int64_t shared_bytes = locations * bytes_per_location;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(channel_flush_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(shared_bytes)));
+  const int64_t groups = (HW + locations - 1) / locations;
+  channel_flush_kernel<<<static_cast<unsigned>(N * groups), kFlushThreads, shared_bytes,
+                         c10::cuda::getCurrentCUDAStream()>>>(y_c.data_ptr<float>(), allowed_c.data_ptr<bool>(),
+                                                             kept.data_ptr<bool>(), C, HW, groups, locations, pitch,
+                                                             static_cast<int>(tau));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return kept;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cpia, CUDA, m) { m.impl("channel_flush", &channel_flush_cuda); }
+
+}  // namespace cpia

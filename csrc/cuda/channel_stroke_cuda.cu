@@ -1,0 +1,447 @@
+// Channel stroke on CUDA: the whole greedy loop of one image runs in one thread block (a persistent
+// kernel, no launch or host synchronisation per stroke); the images of a batch run in parallel
+// blocks. Semantics: docs/algorithm.md; per-element rules: paint_rules.h (shared with the CPU).
+//
+// The data structure is the CPU kernel's: per-channel max trees over 8x8 tiles of candidate keys.
+// Each step the block takes
+//   (a) the max of the channel roots without the cursor channel c* (block reduction over C), and
+//   (b) the penalised best of c*: a pass over c*'s tiles computes for each a floor (a key its best
+//       element reaches for sure) and a ceiling (no element beats it); tiles whose ceiling does not
+//       beat max(a, best floor) are skipped, the others are scanned one warp per tile.
+// A stroke is applied channel by channel (the channels of P depend on each other through tau) with
+// the brush cells of one channel in parallel (distinct locations, so independent). Tiles that lost
+// their best element are rescanned one warp per tile, and their tree paths rebuilt level by level.
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "../brush.h"
+#include "../op_checks.h"
+#include "../paint_rules.h"
+#include "block_reduce.cuh"
+
+namespace cpia {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTileElements = kTileH * kTileW;
+static_assert(kTileElements == 64, "a tile is scanned by one warp, two elements a lane");
+
+struct Geometry {
+  int64_t C, H, W, HW;
+  int64_t tiles_w, tiles;  // tiles per channel
+  int64_t tree_width;      // leaves per channel tree (power of two >= tiles)
+};
+
+struct StrokeArgs {
+  Geometry g;
+  const float* y;                // (N, C, H, W)
+  const bool* allowed;           // (N, H, W)
+  uint8_t* on;                   // (N, C, H, W), starts as init_mask
+  int32_t* channels_on;          // (N, H, W)
+  int32_t* order;                // (N, C, H, W)
+  Key* trees;                    // (N, C, 2 * tree_width); node 1 is the root, leaves from tree_width
+  uint32_t* tile_dirty;          // (N, C * tiles)
+  int32_t* dirty_tiles;          // (N, C * tiles)
+  int32_t* stroke_channels;      // (N, C): the channel set P of the current stroke
+  int32_t* saturated;            // (N, brush cells): locations that reached tau in the current stroke
+  int32_t* strokes;              // (N, capacity, 5)
+  int64_t* stroke_counts;        // (N,)
+  int32_t* stop_reasons;         // (N,)
+  const float* y_max;            // (N,): max response at allowed locations
+  const int64_t* allowed_count;  // (N,)
+  const int64_t* covered;        // (N,): allowed locations with a channel on at the start
+  const int32_t* brush;          // (cells, 2): (dh, dw) in raster order
+  int32_t brush_cells;
+  const float* distance_weights;
+  int64_t distance_weights_size;
+  int64_t capacity;
+  int32_t tau;
+  float m;
+  int32_t p;
+  float min_response;
+  int64_t max_strokes;  // < 0: none
+  double max_coverage;  // < 0: none
+};
+
+__device__ __forceinline__ int64_t tile_of(const Geometry& g, int64_t at) {
+  return ((at / g.W) / kTileH) * g.tiles_w + (at % g.W) / kTileW;
+}
+
+class ImagePainter {
+ public:
+  __device__ ImagePainter(const StrokeArgs& a, int64_t n)
+      : a_(a),
+        g_(a.g),
+        y_(a.y + n * a.g.C * a.g.HW),
+        allowed_(a.allowed + n * a.g.HW),
+        on_(a.on + n * a.g.C * a.g.HW),
+        channels_on_(a.channels_on + n * a.g.HW),
+        order_(a.order + n * a.g.C * a.g.HW),
+        trees_(a.trees + n * a.g.C * 2 * a.g.tree_width),
+        tile_dirty_(a.tile_dirty + n * a.g.C * a.g.tiles),
+        dirty_tiles_(a.dirty_tiles + n * a.g.C * a.g.tiles),
+        stroke_channels_(a.stroke_channels + n * a.g.C),
+        saturated_(a.saturated + n * a.brush_cells),
+        strokes_(a.strokes + n * a.capacity * kStrokeColumns) {}
+
+  __device__ bool is_candidate_at(int64_t c, int64_t at) const {
+    return is_candidate(allowed_[at], on_[c * g_.HW + at] != 0, channels_on_[at], a_.tau);
+  }
+
+  __device__ Key leaf(int64_t c, int64_t t) const { return trees_[c * 2 * g_.tree_width + g_.tree_width + t]; }
+
+  __device__ float weight_at(int64_t d2) const {
+    return distance_weight(a_.distance_weights, a_.distance_weights_size, d2);
+  }
+
+  // Max key of tile t on channel c, with the cursor penalty when `cursor_h >= 0`; one warp.
+  __device__ Key warp_scan_tile(int64_t c, int64_t t, int64_t cursor_h, int64_t cursor_w) const {
+    const int lane = threadIdx.x & 31;
+    const TileRect r = tile_rect(t, g_.tiles_w, g_.H, g_.W);
+    Key best = kNoCandidate;
+    for (int e = lane; e < kTileElements; e += 32) {
+      const int64_t h = r.h0 + e / kTileW, w = r.w0 + e % kTileW;
+      if (h > r.h1 || w > r.w1) continue;
+      const int64_t at = h * g_.W + w;
+      if (!is_candidate_at(c, at)) continue;
+      const int64_t flat = c * g_.HW + at;
+      float score = y_[flat];
+      if (cursor_h >= 0) score = penalised_score(score, weight_at(squared_distance(h, w, cursor_h, cursor_w)));
+      const Key key = make_key(score, static_cast<uint32_t>(flat));
+      best = key > best ? key : best;
+    }
+    return warp_max(best);
+  }
+
+  // Block-uniform argmax of the score over the candidates (kNoCandidate if none).
+  __device__ Key best_candidate(int64_t cursor_c, int64_t cursor_h, int64_t cursor_w, Key* scratch) const {
+    Key local = kNoCandidate;
+    for (int64_t c = threadIdx.x; c < g_.C; c += blockDim.x) {
+      const Key root = trees_[c * 2 * g_.tree_width + 1];
+      if (c != cursor_c && root > local) local = root;
+    }
+    const Key best_other = block_max(local, scratch);
+    if (cursor_c < 0) return best_other;
+
+    Key floor_local = kNoCandidate;
+    for (int64_t t = threadIdx.x; t < g_.tiles; t += blockDim.x) {
+      const Key tile_best = leaf(cursor_c, t);
+      if (tile_best == kNoCandidate) continue;
+      const Key key = tile_floor_key(key_score(tile_best), a_.distance_weights, a_.distance_weights_size,
+                                     tile_rect(t, g_.tiles_w, g_.H, g_.W), cursor_h, cursor_w);
+      floor_local = key > floor_local ? key : floor_local;
+    }
+    const Key best_floor = block_max(floor_local, scratch);
+    const Key threshold = best_other > best_floor ? best_other : best_floor;
+
+    Key scanned = kNoCandidate;
+    const int warp = threadIdx.x >> 5;
+    for (int64_t t = warp; t < g_.tiles; t += kWarps) {
+      const Key tile_best = leaf(cursor_c, t);  // warp-uniform
+      if (tile_best == kNoCandidate) continue;
+      const Key ceiling = tile_ceiling_key(key_score(tile_best), a_.distance_weights, a_.distance_weights_size,
+                                           tile_rect(t, g_.tiles_w, g_.H, g_.W), cursor_h, cursor_w);
+      if (ceiling <= threshold) continue;
+      const Key key = warp_scan_tile(cursor_c, t, cursor_h, cursor_w);
+      scanned = key > scanned ? key : scanned;
+    }
+    const Key best_scanned = block_max(scanned, scratch);
+    return best_other > best_scanned ? best_other : best_scanned;
+  }
+
+  // Records tile t of channel c for a rescan if the candidate leaving it was its best.
+  __device__ void candidate_removed(int64_t c, int64_t at, int* dirty_count) {
+    const int64_t t = tile_of(g_, at);
+    const int64_t flat = c * g_.HW + at;
+    if (leaf(c, t) != make_key(y_[flat], static_cast<uint32_t>(flat))) return;
+    const int64_t id = c * g_.tiles + t;
+    if (atomicExch(&tile_dirty_[id], 1u) == 0u) dirty_tiles_[atomicAdd(dirty_count, 1)] = static_cast<int32_t>(id);
+  }
+
+  __device__ void run(int64_t n) {
+    __shared__ Key scratch[32];
+    __shared__ int dirty_count, saturated_count, pixels_on, newly_covered;
+    if (threadIdx.x == 0) dirty_count = saturated_count = pixels_on = newly_covered = 0;
+    __syncthreads();
+
+    const float threshold = response_threshold(a_.min_response, a_.y_max[n]);
+    const int64_t allowed_count = a_.allowed_count[n];
+    int64_t covered = a_.covered[n];
+    int64_t cursor_c = -1, cursor_h = -1, cursor_w = -1;
+    int32_t reason = kStopExhausted;
+    int64_t stroke = 0;
+    for (;; ++stroke) {
+      if (a_.max_strokes >= 0 && stroke >= a_.max_strokes) {
+        reason = kStopMaxStrokes;
+        break;
+      }
+      if (a_.max_coverage >= 0 && coverage_reached(covered, allowed_count, a_.max_coverage)) {
+        reason = kStopMaxCoverage;
+        break;
+      }
+      if (stroke >= a_.capacity) break;  // cannot happen: every stroke switches a candidate on
+      const Key best = best_candidate(cursor_c, cursor_h, cursor_w, scratch);
+      if (best == kNoCandidate) {
+        reason = kStopExhausted;
+        break;
+      }
+      const uint32_t flat = key_flat_index(best);
+      const int64_t c = flat / g_.HW, centre = flat % g_.HW;
+      const int64_t h = centre / g_.W, w = centre % g_.W;
+      if (below_min_response(y_[flat], threshold)) {
+        reason = kStopMinResponse;
+        break;
+      }
+
+      // The channel set P: c, then the best channels that are off at the centre, while room is left.
+      const int32_t extra = min(a_.p - 1, a_.tau - channels_on_[centre] - 1);
+      int32_t channels = 1;
+      if (threadIdx.x == 0) stroke_channels_[0] = static_cast<int32_t>(c);
+      Key previous = ~Key{0};
+      for (int32_t k = 0; k < extra; ++k) {
+        Key local = kNoCandidate;
+        for (int64_t q = threadIdx.x; q < g_.C; q += blockDim.x) {
+          if (q == c || on_[q * g_.HW + centre]) continue;
+          const Key key = make_key(y_[q * g_.HW + centre], static_cast<uint32_t>(q));  // channel_precedes order
+          if (key < previous && key > local) local = key;
+        }
+        const Key chosen = block_max(local, scratch);
+        if (chosen == kNoCandidate) break;
+        previous = chosen;
+        if (threadIdx.x == 0) stroke_channels_[channels] = static_cast<int32_t>(key_flat_index(chosen));
+        ++channels;
+      }
+      __syncthreads();
+
+      for (int32_t i = 0; i < channels; ++i) {
+        const int64_t q = stroke_channels_[i];
+        const float y_centre = y_[q * g_.HW + centre];
+        for (int32_t j = threadIdx.x; j < a_.brush_cells; j += blockDim.x) {
+          const int64_t dh = a_.brush[2 * j], dw = a_.brush[2 * j + 1];
+          const int64_t hh = h + dh, ww = w + dw;
+          if (hh < 0 || hh >= g_.H || ww < 0 || ww >= g_.W) continue;
+          const int64_t at = hh * g_.W + ww;
+          if (!is_candidate_at(q, at)) continue;
+          const bool is_centre = dh == 0 && dw == 0;
+          if (!is_centre && !passes_sensitivity(y_[q * g_.HW + at], y_centre, a_.m)) continue;
+          candidate_removed(q, at, &dirty_count);
+          on_[q * g_.HW + at] = 1;
+          order_[q * g_.HW + at] = static_cast<int32_t>(stroke);
+          const int32_t before = channels_on_[at];
+          channels_on_[at] = before + 1;
+          if (before == 0) atomicAdd(&newly_covered, 1);
+          if (before + 1 == a_.tau) saturated_[atomicAdd(&saturated_count, 1)] = static_cast<int32_t>(at);
+          atomicAdd(&pixels_on, 1);
+        }
+        __syncthreads();
+      }
+
+      // Locations that reached tau: none of their channels is a candidate any more.
+      const int64_t saturated_pairs = static_cast<int64_t>(saturated_count) * g_.C;
+      for (int64_t k = threadIdx.x; k < saturated_pairs; k += blockDim.x) {
+        const int64_t at = saturated_[k / g_.C], q = k % g_.C;
+        if (!on_[q * g_.HW + at]) candidate_removed(q, at, &dirty_count);
+      }
+      __syncthreads();
+
+      const int dirty = dirty_count;
+      for (int d = threadIdx.x >> 5; d < dirty; d += kWarps) {
+        const int64_t id = dirty_tiles_[d];
+        const int64_t q = id / g_.tiles, t = id % g_.tiles;
+        const Key key = warp_scan_tile(q, t, -1, -1);
+        if ((threadIdx.x & 31) == 0) {
+          trees_[q * 2 * g_.tree_width + g_.tree_width + t] = key;
+          tile_dirty_[id] = 0u;
+        }
+      }
+      __syncthreads();
+      // Rebuild the paths level by level; tiles sharing a parent write the same value.
+      for (int64_t level = 1; (g_.tree_width >> level) >= 1; ++level) {
+        for (int d = threadIdx.x; d < dirty; d += blockDim.x) {
+          const int64_t id = dirty_tiles_[d];
+          Key* tree = trees_ + (id / g_.tiles) * 2 * g_.tree_width;
+          const int64_t node = (g_.tree_width + id % g_.tiles) >> level;
+          const Key left = tree[2 * node], right = tree[2 * node + 1];
+          tree[node] = left > right ? left : right;
+        }
+        __syncthreads();
+      }
+
+      covered += newly_covered;
+      if (threadIdx.x == 0) {
+        int32_t* record = strokes_ + stroke * kStrokeColumns;
+        record[kStrokeChannel] = static_cast<int32_t>(c);
+        record[kStrokeRow] = static_cast<int32_t>(h);
+        record[kStrokeCol] = static_cast<int32_t>(w);
+        record[kStrokePixelsOn] = pixels_on;
+        record[kStrokeChannels] = channels;
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) dirty_count = saturated_count = pixels_on = newly_covered = 0;
+      cursor_c = c;
+      cursor_h = h;
+      cursor_w = w;
+    }
+    if (threadIdx.x == 0) {
+      a_.stroke_counts[n] = stroke;
+      a_.stop_reasons[n] = reason;
+    }
+  }
+
+ private:
+  const StrokeArgs& a_;
+  const Geometry& g_;
+  const float* y_;
+  const bool* allowed_;
+  uint8_t* on_;
+  int32_t* channels_on_;
+  int32_t* order_;
+  Key* trees_;
+  uint32_t* tile_dirty_;
+  int32_t* dirty_tiles_;
+  int32_t* stroke_channels_;
+  int32_t* saturated_;
+  int32_t* strokes_;
+};
+
+__global__ void __launch_bounds__(kThreads) stroke_loop_kernel(const StrokeArgs args) {
+  ImagePainter painter(args, blockIdx.x);
+  painter.run(blockIdx.x);
+}
+
+// Leaves: the best unpenalised candidate key of every (image, channel, tile); one warp per tile.
+__global__ void __launch_bounds__(kThreads) tile_init_kernel(const StrokeArgs args, int64_t images) {
+  const int64_t warps_total = static_cast<int64_t>(gridDim.x) * kWarps;
+  const int64_t per_image = args.g.C * args.g.tiles;
+  for (int64_t id = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5); id < images * per_image;
+       id += warps_total) {
+    const int64_t n = id / per_image, c = (id % per_image) / args.g.tiles, t = id % args.g.tiles;
+    const ImagePainter painter(args, n);
+    const Key key = painter.warp_scan_tile(c, t, -1, -1);
+    if ((threadIdx.x & 31) == 0) args.trees[(n * args.g.C + c) * 2 * args.g.tree_width + args.g.tree_width + t] = key;
+  }
+}
+
+// Inner nodes of every channel tree from its leaves; one block per (image, channel).
+__global__ void __launch_bounds__(kThreads) tree_build_kernel(Key* trees, int64_t tree_width) {
+  Key* tree = trees + static_cast<int64_t>(blockIdx.x) * 2 * tree_width;
+  for (int64_t level_start = tree_width >> 1; level_start >= 1; level_start >>= 1) {
+    for (int64_t node = level_start + threadIdx.x; node < 2 * level_start; node += blockDim.x) {
+      const Key left = tree[2 * node], right = tree[2 * node + 1];
+      tree[node] = left > right ? left : right;
+    }
+    __syncthreads();
+  }
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
+    const at::Tensor& y, const at::Tensor& allowed, const at::Tensor& init_mask, const at::Tensor& brush,
+    const at::Tensor& distance_weights, int64_t tau, double m, int64_t p, double min_response,
+    c10::optional<int64_t> max_strokes, c10::optional<double> max_coverage) {
+  check_channel_stroke_args(y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes,
+                            max_coverage);
+  const c10::cuda::CUDAGuard device_guard(y.device());
+  const int64_t N = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
+  const auto int_options = y.options().dtype(at::kInt);
+  at::Tensor order = at::full(y.sizes(), -1, int_options);
+  if (N == 0 || C * H * W == 0) {
+    return {order, at::empty({0, kStrokeColumns}, int_options), at::zeros({N}, y.options().dtype(at::kLong)),
+            at::full({N}, static_cast<int32_t>(kStopExhausted), int_options)};
+  }
+  const at::Tensor y_c = y.contiguous();
+  const at::Tensor allowed_c = allowed.contiguous();
+  const at::Tensor weights_c = distance_weights.contiguous();
+
+  Geometry g{C, H, W, H * W, ceil_div(W, kTileW), 0, 1};
+  g.tiles = ceil_div(H, kTileH) * g.tiles_w;
+  while (g.tree_width < g.tiles) g.tree_width <<= 1;
+
+  const std::vector<BrushOffset> offsets = brush_offsets(brush);
+  std::vector<int32_t> offset_pairs;
+  for (const BrushOffset& o : offsets) offset_pairs.insert(offset_pairs.end(), {o.dh, o.dw});
+  const at::Tensor brush_d =
+      at::from_blob(offset_pairs.data(), {static_cast<int64_t>(offsets.size()), 2}, at::kInt).to(y.device());
+
+  // Every stroke switches on at least one element of an allowed location with room under tau.
+  int64_t capacity = std::min(C, tau) * H * W;
+  if (max_strokes.has_value()) capacity = std::min(capacity, *max_strokes);
+  capacity = std::max<int64_t>(capacity, 1);
+
+  at::Tensor on = init_mask.to(at::kByte).contiguous();
+  at::Tensor channels_on = init_mask.sum(1, /*keepdim=*/false, at::kInt).contiguous();
+  at::Tensor y_max = y_c.masked_fill(allowed_c.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity())
+                         .amax({1, 2, 3})
+                         .contiguous();
+  at::Tensor allowed_count = allowed_c.sum({1, 2}, false, at::kLong).contiguous();
+  at::Tensor covered = allowed_c.logical_and(channels_on > 0).sum({1, 2}, false, at::kLong).contiguous();
+  at::Tensor trees = at::zeros({N, C, 2 * g.tree_width}, y.options().dtype(at::kLong));
+  at::Tensor tile_dirty = at::zeros({N, C * g.tiles}, int_options);
+  at::Tensor dirty_tiles = at::empty({N, C * g.tiles}, int_options);
+  at::Tensor stroke_channels = at::empty({N, C}, int_options);
+  at::Tensor saturated = at::empty({N, static_cast<int64_t>(offsets.size())}, int_options);
+  at::Tensor stroke_buffer = at::empty({N, capacity, kStrokeColumns}, int_options);
+  at::Tensor stroke_counts = at::zeros({N}, y.options().dtype(at::kLong));
+  at::Tensor stop_reasons = at::empty({N}, int_options);
+
+  StrokeArgs args;
+  args.g = g;
+  args.y = y_c.data_ptr<float>();
+  args.allowed = allowed_c.data_ptr<bool>();
+  args.on = on.data_ptr<uint8_t>();
+  args.channels_on = channels_on.data_ptr<int32_t>();
+  args.order = order.data_ptr<int32_t>();
+  args.trees = reinterpret_cast<Key*>(trees.data_ptr<int64_t>());
+  args.tile_dirty = reinterpret_cast<uint32_t*>(tile_dirty.data_ptr<int32_t>());
+  args.dirty_tiles = dirty_tiles.data_ptr<int32_t>();
+  args.stroke_channels = stroke_channels.data_ptr<int32_t>();
+  args.saturated = saturated.data_ptr<int32_t>();
+  args.strokes = stroke_buffer.data_ptr<int32_t>();
+  args.stroke_counts = stroke_counts.data_ptr<int64_t>();
+  args.stop_reasons = stop_reasons.data_ptr<int32_t>();
+  args.y_max = y_max.data_ptr<float>();
+  args.allowed_count = allowed_count.data_ptr<int64_t>();
+  args.covered = covered.data_ptr<int64_t>();
+  args.brush = brush_d.data_ptr<int32_t>();
+  args.brush_cells = static_cast<int32_t>(offsets.size());
+  args.distance_weights = weights_c.data_ptr<float>();
+  args.distance_weights_size = weights_c.numel();
+  args.capacity = capacity;
+  args.tau = static_cast<int32_t>(tau);
+  args.m = static_cast<float>(m);
+  args.p = static_cast<int32_t>(p);
+  args.min_response = static_cast<float>(min_response);
+  args.max_strokes = max_strokes.value_or(-1);
+  args.max_coverage = max_coverage.value_or(-1.0);
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t tile_warps = N * C * g.tiles;
+  const int tile_blocks = static_cast<int>(std::min<int64_t>(ceil_div(tile_warps, kWarps), 65535));
+  tile_init_kernel<<<tile_blocks, kThreads, 0, stream>>>(args, N);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  tree_build_kernel<<<static_cast<unsigned>(N * C), kThreads, 0, stream>>>(args.trees, g.tree_width);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  stroke_loop_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream>>>(args);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // The records of image n are the first stroke_counts[n] rows of its slot.
+  const at::Tensor filled = at::arange(capacity, stroke_counts.options()).unsqueeze(0) < stroke_counts.unsqueeze(1);
+  at::Tensor strokes = stroke_buffer.index({filled});
+  return {order, strokes, stroke_counts, stop_reasons};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cpia, CUDA, m) { m.impl("channel_stroke", &channel_stroke_cuda); }
+
+}  // namespace cpia
