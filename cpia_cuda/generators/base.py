@@ -1,0 +1,74 @@
+"""The interface every generator offers to the painting pipeline.
+
+A generator is a pre-trained network split at an operable layer ``l`` (the paper's Eq. 1):
+
+    Y = encode(inputs, l, context)          # layers 1..l
+    image = decode(Y, l, context)           # layers l+1..L
+
+so that ``decode(encode(x, l, ctx), l, ctx)`` equals ``forward(x, ctx)`` and a masked ``Y`` can be
+re-rendered many times without recomputing the front part. ``context`` is the conditioning both halves
+need (style weights, a style embedding, a class vector and truncation); ``make_context`` builds it from
+user-facing arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Layer:
+    """An operable layer: ``index`` is the paper's l (1-based, forward order)."""
+
+    index: int
+    name: str
+    channels: int
+
+
+class GeneratorError(ValueError):
+    """A generator could not be built, loaded or asked for something it does not have."""
+
+
+class Generator(nn.Module):
+    """Base class: subclasses implement ``layers``, ``make_context``, ``encode``, ``decode``."""
+
+    #: short registry name, e.g. "multistyle26"
+    name: str = "generator"
+    #: "image" for image-to-image networks (style transfer), "latent" for GANs
+    input_kind: str = "image"
+
+    def layers(self) -> Sequence[Layer]:
+        raise NotImplementedError
+
+    def resolve_layer(self, layer: int | str) -> Layer:
+        """Return the operable layer named by index (1-based) or name; a clear error otherwise."""
+        table = list(self.layers())
+        for candidate in table:
+            if candidate.index == layer or candidate.name == layer:
+                return candidate
+        listing = ", ".join(f"{c.index}:{c.name}" for c in table)
+        raise GeneratorError(
+            f"layer {layer!r} is not an operable layer of {self.name}; expected one of {listing}"
+        )
+
+    def make_context(self, **condition: Any) -> Any:
+        """Conditioning shared by encode and decode, built from user-facing arguments."""
+        return None
+
+    def encode(self, inputs: torch.Tensor, layer: int | str, context: Any = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, activation: torch.Tensor, layer: int | str, context: Any = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, inputs: torch.Tensor, context: Any = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def layer_shapes(self, inputs: torch.Tensor, context: Any = None) -> list[tuple[Layer, tuple[int, ...]]]:
+        """Each operable layer with the shape (C, H, W) its activation has for ``inputs``."""
+        return [(layer, tuple(self.encode(inputs, layer.index, context).shape[1:])) for layer in self.layers()]
