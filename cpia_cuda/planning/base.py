@@ -1,0 +1,30 @@
+"""Region planning: what to paint, in which order (the paper's Sec. 3.4).
+
+A planner turns an image (3, H, W) float in [0, 1] into regions; an order policy sorts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Region:
+    """One region of the painting plan: ``mask`` is bool (H, W) at image resolution."""
+
+    mask: torch.Tensor
+    label: str
+    score: float
+
+
+class PlanningError(ValueError):
+    """A planner could not be built or loaded."""
+
+
+class Planner:
+    name: str = "planner"
+
+    def plan(self, image: torch.Tensor) -> list[Region]:
+        raise NotImplementedError
