@@ -47,8 +47,9 @@ CPIA_HOST_DEVICE float bits_float(uint32_t bits) {
 // Monotone map float -> uint32 (a < b  <=>  ordered(a) < ordered(b)). -0.0 is folded onto +0.0
 // because the float comparison treats them as equal, and so must the tie-break.
 CPIA_HOST_DEVICE uint32_t ordered_bits(float value) {
-  uint32_t bits = value == 0.0f ? 0u : float_bits(value);
-  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  uint32_t bits = float_bits(value);
+  bits = (bits & 0x7FFFFFFFu) == 0u ? 0u : bits;  // integer ops only, so loops over it vectorise
+  return bits ^ ((0u - (bits >> 31)) | 0x80000000u);
 }
 
 CPIA_HOST_DEVICE float ordered_to_float(uint32_t ordered) {

@@ -110,3 +110,11 @@ def test_opcheck_channel_flush(device):
     allowed = (torch.rand(2, 5, 4) > 0.3).to(device)
     for tau in (1, 3, 6):
         torch.library.opcheck(torch.ops.cpia.channel_flush.default, (Y, allowed, tau))
+
+
+def test_huge_finite_values_are_accepted():
+    """The finiteness check must not mistake an overflowing sum for a NaN/Inf input."""
+    Y = torch.full((4, 3, 3), 3e38)
+    Y[1] = 2e38
+    assert channel_flush(Y, 1)[0].all()
+    assert channel_stroke(Y, 1, brush=0).stop_reason == "exhausted"

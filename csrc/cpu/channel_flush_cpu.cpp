@@ -1,6 +1,10 @@
 // Channel flush on the CPU: at every allowed location keep the tau channels of highest response
-// (ties to the smaller channel). One row of locations is gathered channel-last, so the C responses of
-// a location are contiguous, and the tau-th best key is found by selection, O(C) per location.
+// (ties to the smaller channel). Per row of locations:
+//   1. gather the order-preserving words (paint_rules.h) channel-last, so a location's C words are
+//      contiguous, and find the tau-th largest word T by a byte-wise radix select, O(C) per location;
+//   2. keep the words >= T, reading Y and writing the mask row by row (contiguous, vectorised);
+//   3. where more words equal T than tau leaves room for (rare), keep only the first ones, i.e.
+//      those of the smaller channels.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -15,37 +19,72 @@
 namespace cpia {
 namespace {
 
+constexpr int64_t kGatherBlock = 16;  // locations gathered together, to keep the transposition cache-friendly
+
+struct TauThWord {
+  uint32_t word;      // the tau-th largest word T
+  int64_t ties_kept;  // how many words equal to T are among the tau largest
+  int64_t ties;       // how many words equal T
+};
+
+// Radix select, most significant byte first; `words` (size C) is used as scratch.
+TauThWord select_tau_th_word(uint32_t* words, int64_t size, int64_t tau) {
+  int64_t rank = tau - 1;  // 0-based rank from the top within the words still in play
+  for (int shift = 24; shift >= 0 && size > 1; shift -= 8) {
+    int64_t counts[256] = {0};
+    for (int64_t i = 0; i < size; ++i) ++counts[(words[i] >> shift) & 0xFF];
+    int digit = 255;
+    while (counts[digit] <= rank) rank -= counts[digit--];
+    int64_t kept = 0;
+    for (int64_t i = 0; i < size; ++i) {
+      if (static_cast<int>((words[i] >> shift) & 0xFF) == digit) words[kept++] = words[i];
+    }
+    size = kept;
+  }
+  // The words left all equal T, and the `rank` words of them before T's place are kept too.
+  return {words[0], rank + 1, size};
+}
+
 at::Tensor channel_flush_cpu(const at::Tensor& y, const at::Tensor& allowed, int64_t tau) {
   check_channel_flush_args(y, allowed, tau);
   const at::Tensor y_c = y.contiguous();
   const at::Tensor allowed_c = allowed.contiguous();
-  const int64_t N = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
-  at::Tensor kept = at::zeros(y.sizes(), y.options().dtype(at::kBool));
+  const int64_t N = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3), HW = H * W;
+  at::Tensor kept = at::empty(y.sizes(), y.options().dtype(at::kBool));  // every element is written
   if (kept.numel() == 0) return kept;
   const float* responses = y_c.data_ptr<float>();
   const bool* allowed_at = allowed_c.data_ptr<bool>();
   bool* kept_at = kept.data_ptr<bool>();
 
   at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Key> row_keys(W * C);  // [w][c]: precedence key of channel c at column w
-    std::vector<Key> selection(C);
+    std::vector<uint32_t> words(kGatherBlock * C);
+    std::vector<uint32_t> tau_th(W);  // T per location
+    std::vector<TauThWord> selected(W);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / H, h = row % H;
-      const float* plane = responses + n * C * H * W + h * W;
-      for (int64_t c = 0; c < C; ++c) {
-        for (int64_t w = 0; w < W; ++w) row_keys[w * C + c] = make_key(plane[c * H * W + w], static_cast<uint32_t>(c));
-      }
-      bool* out = kept_at + n * C * H * W + h * W;
-      for (int64_t w = 0; w < W; ++w) {
-        if (!allowed_at[(n * H + h) * W + w]) continue;
-        const Key* keys = row_keys.data() + w * C;
-        Key tau_th_best = kNoCandidate;  // tau == C keeps every channel
-        if (tau < C) {
-          std::copy(keys, keys + C, selection.begin());
-          std::nth_element(selection.begin(), selection.begin() + (tau - 1), selection.end(), std::greater<Key>());
-          tau_th_best = selection[tau - 1];
+      const float* plane = responses + n * C * HW + h * W;
+      const bool* row_allowed = allowed_at + n * HW + h * W;
+      for (int64_t w0 = 0; w0 < W; w0 += kGatherBlock) {
+        const int64_t span = std::min(kGatherBlock, W - w0);
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t i = 0; i < span; ++i) words[i * C + c] = ordered_bits(plane[c * HW + w0 + i]);
         }
-        for (int64_t c = 0; c < C; ++c) out[c * H * W + w] = keys[c] >= tau_th_best;
+        for (int64_t i = 0; i < span; ++i) {
+          selected[w0 + i] = select_tau_th_word(words.data() + i * C, C, tau);
+          tau_th[w0 + i] = selected[w0 + i].word;
+        }
+      }
+      bool* out = kept_at + n * C * HW + h * W;
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t w = 0; w < W; ++w) out[c * HW + w] = (ordered_bits(plane[c * HW + w]) >= tau_th[w]) & row_allowed[w];
+      }
+      for (int64_t w = 0; w < W; ++w) {
+        if (selected[w].ties == selected[w].ties_kept || !row_allowed[w]) continue;
+        int64_t ties_left = selected[w].ties_kept;
+        for (int64_t c = 0; c < C; ++c) {
+          if (ordered_bits(plane[c * HW + w]) != tau_th[w]) continue;
+          out[c * HW + w] = ties_left-- > 0;
+        }
       }
     }
   });

@@ -119,7 +119,9 @@ class StrokePainter {
       }
     }
     threshold_ = response_threshold(params_.min_response, y_max);
-    at::parallel_for(0, C_, 1, [&](int64_t begin, int64_t end) {
+    // Threads only pay off with enough elements each (small images stay on one thread).
+    const int64_t channels_per_task = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(HW_, 1));
+    at::parallel_for(0, C_, channels_per_task, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         channel_trees_[c] = KeyTree(tiles_);
         Key* leaves = channel_trees_[c].leaves();
