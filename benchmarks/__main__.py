@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="only the two smallest stroke cases and one flush case")
     parser.add_argument("--scaling", action="store_true", help="also sweep C, H*W, tau, brush and p")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per fused measurement (median)")
+    parser.add_argument("--reference-device", default="cpu", choices=("cpu", "cuda"),
+                        help="where the pure-PyTorch reference runs (speed-ups are relative to it)")
     parser.add_argument("--out", default=None, help="folder for report.md (and scaling.png)")
     args = parser.parse_args(argv)
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
@@ -56,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     header = f"Machine: {machine_description()}\nCommit: {commit()}\n"
     print(header, flush=True)
-    rows = run_suite(backends, quick=args.quick, repeats=args.repeats, log=lambda s: print(s, flush=True))
+    if args.reference_device == "cuda" and not torch.cuda.is_available():
+        parser.error("--reference-device cuda: no CUDA device is available")
+    rows = run_suite(backends, quick=args.quick, repeats=args.repeats, reference_device=args.reference_device,
+                     log=lambda s: print(s, flush=True))
     report = header + "\n" + format_table(rows) + "\n"
     if args.scaling:
         points = run_scaling(backends, repeats=args.repeats, log=lambda s: print(s, flush=True))

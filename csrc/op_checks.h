@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -60,6 +61,16 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
               "max_coverage must be in (0, 1], got ", max_coverage.value_or(0.0));
   TORCH_CHECK(y.size(1) * y.size(2) * y.size(3) < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
               "C*H*W must be below 2^32 - 1 per image, got ", y.size(1) * y.size(2) * y.size(3));
+  TORCH_CHECK(y.size(1) <= std::numeric_limits<int32_t>::max() && y.size(2) <= std::numeric_limits<int32_t>::max() &&
+                  y.size(3) <= std::numeric_limits<int32_t>::max(),
+              "C, H and W must each be below 2^31 (stroke records are int32), got ", y.sizes());
+  // The kernels' branch and bound relies on weights that never grow with distance.
+  const at::Tensor weights = distance_weights.to(at::kCPU).contiguous();
+  const float* weight = weights.data_ptr<float>();
+  for (int64_t k = 0; k < weights.numel(); ++k) {
+    TORCH_CHECK(std::isfinite(weight[k]) && weight[k] >= 0.0f && (k == 0 || weight[k] <= weight[k - 1]),
+                "distance_weights must be finite, >= 0 and non-increasing, got entry ", k, " = ", weight[k]);
+  }
 }
 
 }  // namespace cpia

@@ -6,7 +6,7 @@ import torch
 
 import cpia_cuda
 from cpia_cuda import channel_stroke, distance_weights
-from conftest import FUSED_BACKENDS
+from conftest import FUSED_BACKENDS, needs_cuda
 
 ALL_BACKENDS = ["reference"] + FUSED_BACKENDS
 
@@ -205,3 +205,27 @@ def test_other_float_dtypes_are_converted():
     a = channel_stroke(Y, 2)
     b = channel_stroke(Y.float(), 2)
     assert torch.equal(a.order, b.order)
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "shape, tau, kwargs",
+    [
+        ((3, 64, 96, 80), 8, dict(p=3, brush=2, min_response=0.0, max_strokes=1500)),
+        ((16, 300, 260), 4, dict(p=2, m=0.6, max_strokes=3000)),
+        ((32, 1024, 1024), 8, dict(p=2, max_strokes=500)),
+        ((256, 64, 64), 64, dict(p=2, max_strokes=2000)),
+    ],
+)
+def test_cuda_matches_cpu_on_larger_inputs(shape, tau, kwargs):
+    """Images whose tiles far outnumber a block's threads, batches, deep channel stacks."""
+    g = torch.Generator().manual_seed(sum(shape))
+    Y = torch.nn.functional.avg_pool2d(torch.rand(shape, generator=g).reshape(-1, 1, *shape[-2:]), 5, 1, 2)
+    Y = Y.reshape(shape) - 0.2  # negative responses too
+    cpu = channel_stroke(Y, tau, backend="cpu", **kwargs)
+    cuda = channel_stroke(Y.cuda(), tau, backend="cuda", **kwargs)
+    assert torch.equal(cuda.order.cpu(), cpu.order)
+    assert cuda.stop_reason == cpu.stop_reason
+    for a, b in zip(cuda.strokes if isinstance(cuda.strokes, list) else [cuda.strokes],
+                    cpu.strokes if isinstance(cpu.strokes, list) else [cpu.strokes]):
+        assert torch.equal(a.cpu(), b)

@@ -81,6 +81,9 @@ def test_op_level_checks_use_the_same_words():
         torch.ops.cpia.channel_stroke(*args[:6], 0.0, *args[7:])
     with pytest.raises(RuntimeError, match="brush centre must be True"):
         torch.ops.cpia.channel_stroke(*args[:3], torch.tensor([[True, False, True]]), *args[4:])
+    bad_table = torch.tensor([1.0, 0.5, 0.7])
+    with pytest.raises(RuntimeError, match="distance_weights must be finite, >= 0 and non-increasing, got entry 2"):
+        torch.ops.cpia.channel_stroke(*args[:4], bad_table, *args[5:])
     with pytest.raises(RuntimeError, match="Y must be float32, got Double"):
         torch.ops.cpia.channel_flush(Y4.double(), allowed, 1)
 

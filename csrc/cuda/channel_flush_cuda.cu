@@ -10,6 +10,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <mutex>
+#include <unordered_map>
+
 #include "../op_checks.h"
 #include "../paint_rules.h"
 
@@ -19,7 +22,14 @@ namespace {
 constexpr int kFlushThreads = 256;
 constexpr int kFlushWarps = kFlushThreads / 32;
 
-__device__ __forceinline__ int warp_sum(int value) { return __reduce_add_sync(0xFFFFFFFFu, value); }
+__device__ __forceinline__ int warp_sum(int value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_add_sync(0xFFFFFFFFu, value);
+#else
+  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xFFFFFFFFu, value, offset);
+  return value;
+#endif
+}
 
 __global__ void __launch_bounds__(kFlushThreads)
     channel_flush_kernel(const float* __restrict__ y, const bool* __restrict__ allowed, bool* __restrict__ kept,
@@ -33,8 +43,18 @@ __global__ void __launch_bounds__(kFlushThreads)
   const float* plane = y + n * C * HW;
   const int64_t span = min(static_cast<int64_t>(locations_per_block), HW - first);
 
-  for (int64_t c = warp; c < C; c += kFlushWarps) {
-    for (int loc = lane; loc < span; loc += 32) words[loc * pitch + c] = ordered_bits(plane[c * HW + first + loc]);
+  if (lane < span) {  // lanes read consecutive locations of one channel; 8 loads in flight per lane
+    const float* source = plane + first + lane;
+    uint32_t* row = words + lane * pitch;
+    int64_t c = warp;
+    for (; c + 7 * kFlushWarps < C; c += 8 * kFlushWarps) {
+      float values[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) values[u] = __ldg(source + (c + u * kFlushWarps) * HW);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) row[c + u * kFlushWarps] = ordered_bits(values[u]);
+    }
+    for (; c < C; c += kFlushWarps) row[c] = ordered_bits(__ldg(source + c * HW));
   }
   __syncthreads();
 
@@ -46,12 +66,22 @@ __global__ void __launch_bounds__(kFlushThreads)
       continue;
     }
     // Largest word T such that at least tau channels have a word >= T: the tau-th best response.
+    // If some prefix already splits off exactly tau words, those are the kept ones.
     uint32_t tau_th = 0;
-    for (int bit = 31; bit >= 0; --bit) {
+    bool split_exactly = false;
+    for (int bit = 31; bit >= 0 && !split_exactly; --bit) {
       const uint32_t candidate = tau_th | (1u << bit);
       int at_least = 0;
       for (int64_t c = lane; c < C; c += 32) at_least += row[c] >= candidate;
-      if (warp_sum(at_least) >= tau) tau_th = candidate;
+      const int total = warp_sum(at_least);
+      if (total >= tau) {
+        tau_th = candidate;
+        split_exactly = total == tau;
+      }
+    }
+    if (split_exactly) {
+      for (int64_t c = lane; c < C; c += 32) out[c] = row[c] >= tau_th;
+      continue;
     }
     int above = 0;
     for (int64_t c = lane; c < C; c += 32) above += row[c] > tau_th;
@@ -75,10 +105,28 @@ __global__ void __launch_bounds__(kFlushThreads)
   }
 }
 
+// The kernel may use all the shared memory a block can opt into on the current device; set once per
+// device (a per-call attribute would race between host threads flushing different C).
+int64_t opt_in_shared_memory() {
+  static std::mutex mutex;
+  static std::unordered_map<int, int> opt_in_bytes;
+  int device = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto found = opt_in_bytes.find(device);
+  if (found == opt_in_bytes.end()) {
+    int bytes = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(channel_flush_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    found = opt_in_bytes.emplace(device, bytes).first;
+  }
+  return found->second;
+}
+
 at::Tensor channel_flush_cuda(const at::Tensor& y, const at::Tensor& allowed, int64_t tau) {
   check_channel_flush_args(y, allowed, tau);
   const c10::cuda::CUDAGuard device_guard(y.device());
-  at::Tensor kept = at::zeros(y.sizes(), y.options().dtype(at::kBool));
+  at::Tensor kept = at::empty(y.sizes(), y.options().dtype(at::kBool));  // every element is written
   if (kept.numel() == 0) return kept;
   const at::Tensor y_c = y.contiguous();
   const at::Tensor allowed_c = allowed.contiguous();
@@ -87,17 +135,13 @@ at::Tensor channel_flush_cuda(const at::Tensor& y, const at::Tensor& allowed, in
   // An odd pitch makes the per-location rows hit distinct shared-memory banks.
   const int pitch = static_cast<int>(C | 1);
   const int64_t bytes_per_location = static_cast<int64_t>(pitch) * (sizeof(uint32_t) + sizeof(uint8_t));
-  int device = 0, shared_optin = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const int64_t shared_limit = shared_optin;
+  const int64_t shared_limit = opt_in_shared_memory();
   int locations = 32;
   while (locations > 1 && locations * bytes_per_location > shared_limit) locations /= 2;
   TORCH_CHECK(locations * bytes_per_location <= shared_limit, "channel_flush on CUDA supports C up to ",
-              shared_limit / (sizeof(uint32_t) + sizeof(uint8_t)), " channels, got C = ", C);
+              ((shared_limit / static_cast<int64_t>(sizeof(uint32_t) + sizeof(uint8_t))) - 1) | 1,
+              " channels on this device, got C = ", C);
   const int64_t shared_bytes = locations * bytes_per_location;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(channel_flush_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(shared_bytes)));
   const int64_t groups = (HW + locations - 1) / locations;
   channel_flush_kernel<<<static_cast<unsigned>(N * groups), kFlushThreads, shared_bytes,
                          c10::cuda::getCurrentCUDAStream()>>>(y_c.data_ptr<float>(), allowed_c.data_ptr<bool>(),

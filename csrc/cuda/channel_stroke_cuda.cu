@@ -50,9 +50,9 @@ struct StrokeArgs {
   int32_t* order;                // (N, C, H, W)
   Key* trees;                    // (N, C, 2 * tree_width); node 1 is the root, leaves from tree_width
   uint32_t* tile_dirty;          // (N, C * tiles)
-  int32_t* dirty_tiles;          // (N, C * tiles)
-  int32_t* stroke_channels;      // (N, C): the channel set P of the current stroke
-  int32_t* saturated;            // (N, brush cells): locations that reached tau in the current stroke
+  uint32_t* dirty_tiles;         // (N, C * tiles): c * tiles + t (< C*H*W < 2^32)
+  uint32_t* stroke_channels;     // (N, C): the channel set P of the current stroke
+  uint32_t* saturated;           // (N, brush cells): locations h * W + w that reached tau in this stroke
   int32_t* strokes;              // (N, capacity, 5)
   int64_t* stroke_counts;        // (N,)
   int32_t* stop_reasons;         // (N,)
@@ -129,10 +129,10 @@ class ImagePainter {
       const Key root = trees_[c * 2 * g_.tree_width + 1];
       if (c != cursor_c && root > local) local = root;
     }
-    const Key best_other = block_max(local, scratch);
-    if (cursor_c < 0) return best_other;
+    if (cursor_c < 0) return block_max(local, scratch);
 
-    Key floor_local = kNoCandidate;
+    // The bar a tile of c* must beat: the best of the other channels or the best floor of c*.
+    Key floor_local = local;
     for (int64_t t = threadIdx.x; t < g_.tiles; t += blockDim.x) {
       const Key tile_best = leaf(cursor_c, t);
       if (tile_best == kNoCandidate) continue;
@@ -140,8 +140,7 @@ class ImagePainter {
                                      tile_rect(t, g_.tiles_w, g_.H, g_.W), cursor_h, cursor_w);
       floor_local = key > floor_local ? key : floor_local;
     }
-    const Key best_floor = block_max(floor_local, scratch);
-    const Key threshold = best_other > best_floor ? best_other : best_floor;
+    const Key threshold = block_max(floor_local, scratch);
 
     Key scanned = kNoCandidate;
     const int warp = threadIdx.x >> 5;
@@ -154,8 +153,8 @@ class ImagePainter {
       const Key key = warp_scan_tile(cursor_c, t, cursor_h, cursor_w);
       scanned = key > scanned ? key : scanned;
     }
-    const Key best_scanned = block_max(scanned, scratch);
-    return best_other > best_scanned ? best_other : best_scanned;
+    // A floor key is never a real key, so the answer is the best other channel or a scanned element.
+    return block_max(local > scanned ? local : scanned, scratch);
   }
 
   // Records tile t of channel c for a rescan if the candidate leaving it was its best.
@@ -164,7 +163,7 @@ class ImagePainter {
     const int64_t flat = c * g_.HW + at;
     if (leaf(c, t) != make_key(y_[flat], static_cast<uint32_t>(flat))) return;
     const int64_t id = c * g_.tiles + t;
-    if (atomicExch(&tile_dirty_[id], 1u) == 0u) dirty_tiles_[atomicAdd(dirty_count, 1)] = static_cast<int32_t>(id);
+    if (atomicExch(&tile_dirty_[id], 1u) == 0u) dirty_tiles_[atomicAdd(dirty_count, 1)] = static_cast<uint32_t>(id);
   }
 
   __device__ void run(int64_t n) {
@@ -188,7 +187,10 @@ class ImagePainter {
         reason = kStopMaxCoverage;
         break;
       }
-      if (stroke >= a_.capacity) break;  // cannot happen: every stroke switches a candidate on
+      if (stroke >= a_.capacity) {  // cannot happen: every stroke switches a candidate on
+        reason = kStopInternalError;
+        break;
+      }
       const Key best = best_candidate(cursor_c, cursor_h, cursor_w, scratch);
       if (best == kNoCandidate) {
         reason = kStopExhausted;
@@ -205,7 +207,7 @@ class ImagePainter {
       // The channel set P: c, then the best channels that are off at the centre, while room is left.
       const int32_t extra = min(a_.p - 1, a_.tau - channels_on_[centre] - 1);
       int32_t channels = 1;
-      if (threadIdx.x == 0) stroke_channels_[0] = static_cast<int32_t>(c);
+      if (threadIdx.x == 0) stroke_channels_[0] = static_cast<uint32_t>(c);
       Key previous = ~Key{0};
       for (int32_t k = 0; k < extra; ++k) {
         Key local = kNoCandidate;
@@ -217,7 +219,7 @@ class ImagePainter {
         const Key chosen = block_max(local, scratch);
         if (chosen == kNoCandidate) break;
         previous = chosen;
-        if (threadIdx.x == 0) stroke_channels_[channels] = static_cast<int32_t>(key_flat_index(chosen));
+        if (threadIdx.x == 0) stroke_channels_[channels] = key_flat_index(chosen);
         ++channels;
       }
       __syncthreads();
@@ -239,19 +241,21 @@ class ImagePainter {
           const int32_t before = channels_on_[at];
           channels_on_[at] = before + 1;
           if (before == 0) atomicAdd(&newly_covered, 1);
-          if (before + 1 == a_.tau) saturated_[atomicAdd(&saturated_count, 1)] = static_cast<int32_t>(at);
+          if (before + 1 == a_.tau) saturated_[atomicAdd(&saturated_count, 1)] = static_cast<uint32_t>(at);
           atomicAdd(&pixels_on, 1);
         }
         __syncthreads();
       }
 
       // Locations that reached tau: none of their channels is a candidate any more.
-      const int64_t saturated_pairs = static_cast<int64_t>(saturated_count) * g_.C;
-      for (int64_t k = threadIdx.x; k < saturated_pairs; k += blockDim.x) {
-        const int64_t at = saturated_[k / g_.C], q = k % g_.C;
-        if (!on_[q * g_.HW + at]) candidate_removed(q, at, &dirty_count);
+      const int64_t saturated_pairs = static_cast<int64_t>(saturated_count) * g_.C;  // block-uniform
+      if (saturated_pairs > 0) {
+        for (int64_t k = threadIdx.x; k < saturated_pairs; k += blockDim.x) {
+          const int64_t at = saturated_[k / g_.C], q = k % g_.C;
+          if (!on_[q * g_.HW + at]) candidate_removed(q, at, &dirty_count);
+        }
+        __syncthreads();
       }
-      __syncthreads();
 
       const int dirty = dirty_count;
       for (int d = threadIdx.x >> 5; d < dirty; d += kWarps) {
@@ -307,13 +311,13 @@ class ImagePainter {
   int32_t* order_;
   Key* trees_;
   uint32_t* tile_dirty_;
-  int32_t* dirty_tiles_;
-  int32_t* stroke_channels_;
-  int32_t* saturated_;
+  uint32_t* dirty_tiles_;
+  uint32_t* stroke_channels_;
+  uint32_t* saturated_;
   int32_t* strokes_;
 };
 
-__global__ void __launch_bounds__(kThreads) stroke_loop_kernel(const StrokeArgs args) {
+__global__ void __launch_bounds__(kThreads, 2) stroke_loop_kernel(const StrokeArgs args) {
   ImagePainter painter(args, blockIdx.x);
   painter.run(blockIdx.x);
 }
@@ -403,9 +407,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
   args.order = order.data_ptr<int32_t>();
   args.trees = reinterpret_cast<Key*>(trees.data_ptr<int64_t>());
   args.tile_dirty = reinterpret_cast<uint32_t*>(tile_dirty.data_ptr<int32_t>());
-  args.dirty_tiles = dirty_tiles.data_ptr<int32_t>();
-  args.stroke_channels = stroke_channels.data_ptr<int32_t>();
-  args.saturated = saturated.data_ptr<int32_t>();
+  args.dirty_tiles = reinterpret_cast<uint32_t*>(dirty_tiles.data_ptr<int32_t>());
+  args.stroke_channels = reinterpret_cast<uint32_t*>(stroke_channels.data_ptr<int32_t>());
+  args.saturated = reinterpret_cast<uint32_t*>(saturated.data_ptr<int32_t>());
   args.strokes = stroke_buffer.data_ptr<int32_t>();
   args.stroke_counts = stroke_counts.data_ptr<int64_t>();
   args.stop_reasons = stop_reasons.data_ptr<int32_t>();
@@ -435,6 +439,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   // The records of image n are the first stroke_counts[n] rows of its slot.
+  TORCH_CHECK(stop_reasons.ge(0).all().item<bool>(), "channel_stroke (CUDA): stroke buffer overflow, please report");
   const at::Tensor filled = at::arange(capacity, stroke_counts.options()).unsqueeze(0) < stroke_counts.unsqueeze(1);
   at::Tensor strokes = stroke_buffer.index({filled});
   return {order, strokes, stroke_counts, stop_reasons};
