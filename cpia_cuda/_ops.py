@@ -56,4 +56,5 @@ if _C is not None:
         strokes = Y.new_empty((total_strokes, len(STROKE_COLUMNS)), dtype=torch.int32)
         stroke_counts = Y.new_empty((Y.shape[0],), dtype=torch.int64)
         stop_reasons = Y.new_empty((Y.shape[0],), dtype=torch.int32)
-        return order, strokes, stroke_counts, stop_reasons
+        channel_counts = Y.new_empty((Y.shape[0], Y.shape[1]), dtype=torch.int64)
+        return order, strokes, stroke_counts, stop_reasons, channel_counts

@@ -119,9 +119,9 @@ def _allowed_4d(allowed: Optional[torch.Tensor], Y4: torch.Tensor, batched: bool
     raise ValueError(f"allowed must have shape {expected}, got {tuple(allowed.shape)}")
 
 
-def _init_mask_4d(init_mask: Optional[torch.Tensor], Y: torch.Tensor, Y4: torch.Tensor) -> torch.Tensor:
+def _init_mask_4d(init_mask: Optional[torch.Tensor], Y: torch.Tensor, Y4: torch.Tensor) -> Optional[torch.Tensor]:
     if init_mask is None:
-        return torch.zeros(Y4.shape, dtype=torch.bool, device=Y4.device)
+        return None
     _check_bool_tensor("init_mask", init_mask, Y4)
     if init_mask.shape != Y.shape:
         raise ValueError(f"init_mask must have the shape of Y {tuple(Y.shape)}, got {tuple(init_mask.shape)}")
@@ -290,14 +290,12 @@ def channel_stroke(
     weights = distance_weights(channel_cost, sigma, H, W).to(Y4.device)
     args = (Y4.contiguous(), allowed4, init4, brush_cells, weights, tau, m, p, min_response, max_strokes, max_coverage)
     if backend == "reference":
-        order, records, counts, reasons = channel_stroke_reference(*args)
+        order, records, counts, reasons, channel_counts = channel_stroke_reference(*args)
     else:
-        order, records, counts, reasons = torch.ops.cpia.channel_stroke(*args)
+        order, records, counts, reasons, channel_counts = torch.ops.cpia.channel_stroke(*args)
 
-    on = order >= 0
-    on |= init4
     allowed_counts = allowed4.sum(dim=(1, 2)).clamp(min=1).to(torch.float32)
-    coverage = (on & allowed4.unsqueeze(1)).sum(dim=(2, 3)).to(torch.float32) / allowed_counts.unsqueeze(1)
+    coverage = channel_counts.to(torch.float32) / allowed_counts.unsqueeze(1)
     strokes = list(torch.split(records, counts.tolist())) if N else []
     stop_reasons = [_ops.STOP_REASONS[int(r)] for r in reasons.tolist()]
     if batched:

@@ -102,7 +102,7 @@ def _stroke_one_image(Y, allowed, init_mask, order, offsets, weights, tau, m, p,
 def channel_stroke_reference(
     Y: torch.Tensor,
     allowed: torch.Tensor,
-    init_mask: torch.Tensor,
+    init_mask: torch.Tensor | None,
     brush: torch.Tensor,
     distance_weights: torch.Tensor,
     tau: int,
@@ -111,9 +111,11 @@ def channel_stroke_reference(
     min_response: float,
     max_strokes: int | None,
     max_coverage: float | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Same arguments and results as ``torch.ops.cpia.channel_stroke`` (N, C, H, W inputs)."""
     N = Y.shape[0]
+    if init_mask is None:
+        init_mask = torch.zeros_like(Y, dtype=torch.bool)
     order = torch.full(Y.shape, -1, dtype=torch.int32, device=Y.device)
     offsets = _brush_offsets(brush, Y.device)
     records, counts, reasons = [], [], []
@@ -127,5 +129,6 @@ def channel_stroke_reference(
         counts.append(len(strokes))
         reasons.append(STOP_REASONS.index(reason))
     strokes_t = torch.tensor(records, dtype=torch.int32, device=Y.device).reshape(-1, 5)
+    on_at_allowed = ((order >= 0) | init_mask) & allowed.unsqueeze(1)
     return (order, strokes_t, torch.tensor(counts, dtype=torch.int64, device=Y.device),
-            torch.tensor(reasons, dtype=torch.int32, device=Y.device))
+            torch.tensor(reasons, dtype=torch.int32, device=Y.device), on_at_allowed.sum(dim=(2, 3)))

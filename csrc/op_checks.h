@@ -31,16 +31,19 @@ inline void check_channel_flush_args(const at::Tensor& y, const at::Tensor& allo
               tau);
 }
 
-inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& allowed, const at::Tensor& init_mask,
+inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& allowed,
+                                      const c10::optional<at::Tensor>& init_mask,
                                       const at::Tensor& brush, const at::Tensor& distance_weights, int64_t tau,
                                       double m, int64_t p, double min_response,
                                       const c10::optional<int64_t>& max_strokes,
                                       const c10::optional<double>& max_coverage) {
   check_channel_flush_args(y, allowed, tau);
-  TORCH_CHECK(init_mask.scalar_type() == at::kBool, "init_mask must be bool, got ", init_mask.scalar_type());
-  TORCH_CHECK(init_mask.sizes() == y.sizes(), "init_mask must have the shape of Y ", y.sizes(), ", got ",
-              init_mask.sizes());
-  check_same_device(y, init_mask, "init_mask");
+  if (init_mask.has_value()) {
+    TORCH_CHECK(init_mask->scalar_type() == at::kBool, "init_mask must be bool, got ", init_mask->scalar_type());
+    TORCH_CHECK(init_mask->sizes() == y.sizes(), "init_mask must have the shape of Y ", y.sizes(), ", got ",
+                init_mask->sizes());
+    check_same_device(y, *init_mask, "init_mask");
+  }
   TORCH_CHECK(brush.scalar_type() == at::kBool, "brush must be bool, got ", brush.scalar_type());
   TORCH_CHECK(brush.dim() == 2 && brush.size(0) % 2 == 1 && brush.size(1) % 2 == 1,
               "brush must be a 2-D tensor with odd sides, got shape ", brush.sizes());

@@ -96,7 +96,7 @@ def sample_stroke_args(device):
     weights = distance_weights(0.5, 2.0, 6, 7).to(device)
     return [
         (Y, allowed, init, make_brush(1), weights, 3, 0.8, 2, 0.1, None, None),
-        (Y, allowed, init, make_brush(0), weights, 5, 0.5, 1, 0.0, 7, None),
+        (Y, allowed, None, make_brush(0), weights, 5, 0.5, 1, 0.0, 7, None),
         (Y, allowed, init, make_brush(2), weights, 2, 1.0, 2, 0.0, None, 0.5),
     ]
 

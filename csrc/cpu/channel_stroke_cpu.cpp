@@ -5,9 +5,10 @@
 // channel the best unpenalised candidate of each 8x8 tile is kept in the leaves of a per-channel
 // max segment tree, whose roots feed a segment tree over channels. A stroke removes candidates only
 // (switched-on elements, saturated locations), and a tile is rescanned only when it loses its best
-// element. The penalised score differs from Y on the cursor channel alone, so each step takes
+// element (saturated locations lazily, when their element surfaces as a best). The penalised score
+// differs from Y on the cursor channel alone, so each step takes
 //   max( best over channels != c*           -- channel tree, O(log C)
-//        best penalised over channel c*     -- branch and bound over c*'s tiles )
+//        best penalised over channel c*     -- branch and bound down c*'s tile tree )
 // and no step touches C*H*W elements.
 
 #include <ATen/ATen.h>
@@ -16,6 +17,8 @@
 
 #include <algorithm>
 #include <array>
+#include <functional>
+#include <limits>
 #include <vector>
 
 #include "../brush.h"
@@ -38,6 +41,8 @@ class KeyTree {
   }
   Key leaf(int64_t i) const { return nodes_[width_ + i]; }
   Key root() const { return nodes_[1]; }
+  Key node(int64_t i) const { return nodes_[i]; }
+  int64_t width() const { return width_; }
   // Sets leaf i; returns true if the root changed.
   bool set(int64_t i, Key key) {
     int64_t node = width_ + i;
@@ -87,11 +92,14 @@ struct StrokeParams {
 
 class StrokePainter {
  public:
-  StrokePainter(const float* y, const bool* allowed, const bool* init_mask, int32_t* order, int64_t channels,
-                int64_t height, int64_t width, const StrokeParams& params)
+  // `init_mask` may be null (nothing on at the start); `channel_counts` (C) receives, per channel, the
+  // elements on at allowed locations at the end.
+  StrokePainter(const float* y, const bool* allowed, const bool* init_mask, int32_t* order, int64_t* channel_counts,
+                int64_t channels, int64_t height, int64_t width, const StrokeParams& params)
       : y_(y),
         allowed_(allowed),
         order_(order),
+        channel_counts_(channel_counts),
         C_(channels),
         H_(height),
         W_(width),
@@ -100,25 +108,26 @@ class StrokePainter {
         tiles_h_((height + kTileH - 1) / kTileH),
         tiles_w_((width + kTileW - 1) / kTileW),
         tiles_(tiles_h_ * tiles_w_),
-        on_(init_mask, init_mask + channels * height * width),
+        on_(channels * height * width, 0),
         channels_on_(height * width, 0),
         tile_dirty_(channels * tiles_, 0),
         channel_trees_(channels),
         channel_best_(channels) {
-    for (int64_t c = 0; c < C_; ++c) {
-      for (int64_t i = 0; i < HW_; ++i) channels_on_[i] += on_[c * HW_ + i];
+    if (init_mask != nullptr) {
+      std::copy(init_mask, init_mask + C_ * HW_, on_.begin());
+      for (int64_t c = 0; c < C_; ++c) {
+        for (int64_t i = 0; i < HW_; ++i) {
+          channels_on_[i] += on_[c * HW_ + i];
+          channel_counts_[c] += on_[c * HW_ + i] & allowed_[i];
+        }
+      }
     }
     for (int64_t i = 0; i < HW_; ++i) {
       allowed_count_ += allowed_[i];
       covered_ += allowed_[i] && channels_on_[i] > 0;
     }
-    float y_max = -std::numeric_limits<float>::infinity();
-    for (int64_t c = 0; c < C_; ++c) {
-      for (int64_t i = 0; i < HW_; ++i) {
-        if (allowed_[i]) y_max = std::max(y_max, y_[c * HW_ + i]);
-      }
-    }
-    threshold_ = response_threshold(params_.min_response, y_max);
+    // One pass over Y: the tile leaves of every channel and the largest response at allowed locations.
+    std::vector<float> channel_max(C_, -std::numeric_limits<float>::infinity());
     // Threads only pay off with enough elements each (small images stay on one thread).
     const int64_t channels_per_task = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(HW_, 1));
     at::parallel_for(0, C_, channels_per_task, [&](int64_t begin, int64_t end) {
@@ -127,10 +136,39 @@ class StrokePainter {
         Key* leaves = channel_trees_[c].leaves();
         for (int64_t t = 0; t < tiles_; ++t) leaves[t] = scan_tile(c, t);
         channel_trees_[c].rebuild();
+        const float* plane = y_ + c * HW_;
+        float best = -std::numeric_limits<float>::infinity();
+        for (int64_t i = 0; i < HW_; ++i) best = allowed_[i] && plane[i] > best ? plane[i] : best;
+        channel_max[c] = best;
       }
     });
+    threshold_ = response_threshold(params_.min_response, *std::max_element(channel_max.begin(), channel_max.end()));
+    if (params_.p > 1) transpose_for_penetration();
     for (int64_t c = 0; c < C_; ++c) channel_best_.leaves()[c] = channel_trees_[c].root();
     channel_best_.rebuild();
+  }
+
+  // Penetration reads every channel of one location; in Y those lie H*W apart, a page or more, so
+  // a (H*W, C) copy is made once, in which an element that is on holds -inf (Y itself is finite).
+  // 8x8 blocks keep the power-of-two strides off shared cache sets.
+  void transpose_for_penetration() {
+    y_by_location_.resize(C_ * HW_);
+    const float* y = y_;
+    const uint8_t* on = on_.data();
+    float* y_t = y_by_location_.data();
+    const int64_t C = C_, HW = HW_;
+    constexpr int64_t kBlock = 8;
+    constexpr float kOn = -std::numeric_limits<float>::infinity();
+    at::parallel_for(0, (HW + kBlock - 1) / kBlock, 64, [=](int64_t begin, int64_t end) {
+      for (int64_t at0 = begin * kBlock; at0 < std::min(end * kBlock, HW); at0 += kBlock) {
+        const int64_t at1 = std::min(at0 + kBlock, HW);
+        for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+          for (int64_t c = c0; c < std::min(c0 + kBlock, C); ++c) {
+            for (int64_t at = at0; at < at1; ++at) y_t[at * C + c] = on[c * HW + at] ? kOn : y[c * HW + at];
+          }
+        }
+      }
+    });
   }
 
   StopReason run(std::vector<StrokeRecord>& strokes) {
@@ -182,46 +220,96 @@ class StrokePainter {
     return distance_weight(params_.distance_weights, params_.distance_weights_size, d2);
   }
 
-  Key best_candidate() const {
-    if (cursor_c_ < 0) return channel_best_.root();
-    Key best = std::max(channel_best_.range_max(0, cursor_c_), channel_best_.range_max(cursor_c_ + 1, C_));
+  // Tile maxima may be stale: a location that reached tau is not swept out of its C channels' tiles
+  // (that would cost O(C) per saturation); a stale maximum is only an upper bound, so the searches
+  // stay exact, and a stale best is refreshed here when it surfaces.
+  Key best_candidate() {
+    for (;;) {
+      const Key best_other = cursor_c_ < 0 ? channel_best_.root()
+                                           : std::max(channel_best_.range_max(0, cursor_c_),
+                                                      channel_best_.range_max(cursor_c_ + 1, C_));
+      if (best_other != kNoCandidate) {
+        const uint32_t flat = key_flat_index(best_other);
+        if (!is_candidate_at(flat / HW_, flat % HW_)) {
+          refresh_tile(flat / HW_, tile_of(flat % HW_));
+          continue;
+        }
+      }
+      return cursor_c_ < 0 ? best_other : best_on_cursor_channel(best_other);
+    }
+  }
+
+  int64_t tile_of(int64_t at) const { return ((at / W_) / kTileH) * tiles_w_ + (at % W_) / kTileW; }
+
+  void refresh_tile(int64_t c, int64_t t) {
+    if (channel_trees_[c].set(t, scan_tile(c, t))) channel_best_.set(c, channel_trees_[c].root());
+  }
+
+  // Pixel rectangle covering the tiles [first, last] (raster order) of a tree node.
+  TileRect tile_range_rect(int64_t first, int64_t last) const {
+    const int64_t row0 = first / tiles_w_, row1 = last / tiles_w_;
+    const int64_t col0 = row0 == row1 ? first % tiles_w_ : 0;
+    const int64_t col1 = row0 == row1 ? last % tiles_w_ : tiles_w_ - 1;
+    return {row0 * kTileH, col0 * kTileW, std::min((row1 + 1) * kTileH, H_) - 1,
+            std::min((col1 + 1) * kTileW, W_) - 1};
+  }
+
+  // Branch and bound down the cursor channel's tile tree: a node is entered only if the ceiling of
+  // its penalised scores (paint_rules.h) beats the best key found so far, nearer-looking child
+  // first, so the work grows with the tiles that can still win, not with H*W.
+  Key best_on_cursor_channel(Key best) const {
     const KeyTree& tree = channel_trees_[cursor_c_];
     const float* table = params_.distance_weights;
     const int64_t table_size = params_.distance_weights_size;
-    // Same two passes as the CUDA kernel: the best floor raises the bar before any tile is scanned.
-    for (int64_t t = 0; t < tiles_; ++t) {
-      const Key tile_best = tree.leaf(t);
-      if (tile_best == kNoCandidate) continue;
-      const TileRect rect = tile_rect(t, tiles_w_, H_, W_);
-      best = std::max(best, tile_floor_key(key_score(tile_best), table, table_size, rect, cursor_h_, cursor_w_));
+    auto ceiling = [&](int64_t node, int64_t first, int64_t last) {
+      const Key node_best = tree.node(node);
+      if (node_best == kNoCandidate) return kNoCandidate;
+      return tile_ceiling_key(key_score(node_best), table, table_size, tile_range_rect(first, last), cursor_h_,
+                              cursor_w_);
+    };
+    using Pending = SearchNode;  // tiles [first, first + count) of a tree node
+    search_stack_.clear();
+    search_stack_.push_back({1, 0, tree.width(), ceiling(1, 0, std::min(tree.width(), tiles_) - 1)});
+    while (!search_stack_.empty()) {
+      const Pending pending = search_stack_.back();
+      search_stack_.pop_back();
+      if (pending.ceiling <= best) continue;
+      if (pending.count == 1) {
+        best = std::max(best, scan_tile(cursor_c_, pending.first, [&](float y, int64_t h, int64_t w) {
+                          return penalised_score(y, weight_at(squared_distance(h, w, cursor_h_, cursor_w_)));
+                        }));
+        continue;
+      }
+      const int64_t half = pending.count / 2;
+      Pending left{2 * pending.node, pending.first, half, kNoCandidate};
+      Pending right{2 * pending.node + 1, pending.first + half, half, kNoCandidate};
+      if (left.first < tiles_) left.ceiling = ceiling(left.node, left.first, std::min(left.first + half, tiles_) - 1);
+      if (right.first < tiles_) {
+        right.ceiling = ceiling(right.node, right.first, std::min(right.first + half, tiles_) - 1);
+      }
+      if (left.ceiling < right.ceiling) std::swap(left, right);  // pop the higher ceiling first
+      search_stack_.push_back(right);
+      search_stack_.push_back(left);
     }
-    for (int64_t t = 0; t < tiles_; ++t) {
-      const Key tile_best = tree.leaf(t);
-      if (tile_best == kNoCandidate) continue;
-      const TileRect rect = tile_rect(t, tiles_w_, H_, W_);
-      if (tile_ceiling_key(key_score(tile_best), table, table_size, rect, cursor_h_, cursor_w_) <= best) continue;
-      best = std::max(best, scan_tile(cursor_c_, t, [&](float y, int64_t h, int64_t w) {
-                        return penalised_score(y, weight_at(squared_distance(h, w, cursor_h_, cursor_w_)));
-                      }));
-    }
-    // A floor key is never a real key (its index word is 0), so `best` is a real candidate here
-    // unless channel c* had no candidate at all.
     return best;
   }
 
-  // The channel set P of a stroke at (h, w) whose leading channel is c.
+  // The channel set P of a stroke at (h, w) whose leading channel is c: one strided pass gathers the
+  // precedence keys of the other channels that are off there, then a selection picks the best.
   void penetration_channels(int64_t c, int64_t at, std::vector<int64_t>& channels) {
     channels.assign(1, c);
     const int64_t extra = std::min<int64_t>(params_.p - 1, params_.tau - channels_on_[at] - 1);
     if (extra <= 0) return;
     followers_.clear();
+    const float* responses = y_by_location_.data() + at * C_;  // -inf where on
     for (int64_t other = 0; other < C_; ++other) {
-      if (other != c && !on_[other * HW_ + at]) followers_.push_back(other);
+      if (other != c && responses[other] != -std::numeric_limits<float>::infinity()) {
+        followers_.push_back(make_key(responses[other], static_cast<uint32_t>(other)));
+      }
     }
     const int64_t take = std::min<int64_t>(extra, static_cast<int64_t>(followers_.size()));
-    auto precedes = [&](int64_t a, int64_t b) { return channel_precedes(y_[a * HW_ + at], a, y_[b * HW_ + at], b); };
-    std::partial_sort(followers_.begin(), followers_.begin() + take, followers_.end(), precedes);
-    channels.insert(channels.end(), followers_.begin(), followers_.begin() + take);
+    std::partial_sort(followers_.begin(), followers_.begin() + take, followers_.end(), std::greater<Key>());
+    for (int64_t i = 0; i < take; ++i) channels.push_back(key_flat_index(followers_[i]));  // keys carry c'
   }
 
   // Marks tile t of channel c for a rescan if the candidate `flat` that just left it was its best.
@@ -236,16 +324,12 @@ class StrokePainter {
   }
 
   void switch_on(int64_t q, int64_t at, int32_t stroke_index) {
-    const int64_t t = ((at / W_) / kTileH) * tiles_w_ + (at % W_) / kTileW;
-    candidate_removed(q, at, t);
+    candidate_removed(q, at, tile_of(at));
     on_[q * HW_ + at] = 1;
+    if (!y_by_location_.empty()) y_by_location_[at * C_ + q] = -std::numeric_limits<float>::infinity();
     order_[q * HW_ + at] = stroke_index;
+    ++channel_counts_[q];
     if (channels_on_[at]++ == 0) ++covered_;
-    if (channels_on_[at] == params_.tau) {  // the location saturates: no channel there is a candidate
-      for (int64_t c = 0; c < C_; ++c) {
-        if (!on_[c * HW_ + at]) candidate_removed(c, at, t);
-      }
-    }
   }
 
   StrokeRecord paint_stroke(int64_t c, int64_t h, int64_t w, int32_t stroke_index) {
@@ -267,8 +351,7 @@ class StrokePainter {
     }
     for (const int64_t tile_id : dirty_tiles_) {
       tile_dirty_[tile_id] = 0;
-      const int64_t q = tile_id / tiles_, t = tile_id % tiles_;
-      if (channel_trees_[q].set(t, scan_tile(q, t))) channel_best_.set(q, channel_trees_[q].root());
+      refresh_tile(tile_id / tiles_, tile_id % tiles_);
     }
     dirty_tiles_.clear();
     return {static_cast<int32_t>(c), static_cast<int32_t>(h), static_cast<int32_t>(w), pixels_on,
@@ -278,39 +361,48 @@ class StrokePainter {
   const float* y_;
   const bool* allowed_;
   int32_t* order_;
+  int64_t* channel_counts_;
   const int64_t C_, H_, W_, HW_;
   const StrokeParams params_;
   const int64_t tiles_h_, tiles_w_, tiles_;
   std::vector<uint8_t> on_;
+  std::vector<float> y_by_location_;  // (H*W, C) copy for penetration, made only when p > 1
   std::vector<int32_t> channels_on_;
   std::vector<uint8_t> tile_dirty_;
   std::vector<int64_t> dirty_tiles_;
   std::vector<KeyTree> channel_trees_;
   KeyTree channel_best_;
   std::vector<int64_t> stroke_channels_;
-  std::vector<int64_t> followers_;
+  struct SearchNode {
+    int64_t node, first, count;
+    Key ceiling;
+  };
+  mutable std::vector<SearchNode> search_stack_;
+  std::vector<Key> followers_;
   int64_t allowed_count_ = 0;
   int64_t covered_ = 0;
   float threshold_ = 0.0f;
   int64_t cursor_c_ = -1, cursor_h_ = -1, cursor_w_ = -1;
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cpu(
-    const at::Tensor& y, const at::Tensor& allowed, const at::Tensor& init_mask, const at::Tensor& brush,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cpu(
+    const at::Tensor& y, const at::Tensor& allowed, const c10::optional<at::Tensor>& init_mask, const at::Tensor& brush,
     const at::Tensor& distance_weights, int64_t tau, double m, int64_t p, double min_response,
     c10::optional<int64_t> max_strokes, c10::optional<double> max_coverage) {
   check_channel_stroke_args(y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes,
                             max_coverage);
   const at::Tensor y_c = y.contiguous();
   const at::Tensor allowed_c = allowed.contiguous();
-  const at::Tensor init_c = init_mask.contiguous();
+  const at::Tensor init_c = init_mask.has_value() ? init_mask->contiguous() : at::Tensor();
   const at::Tensor weights_c = distance_weights.contiguous();
   const int64_t N = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
   at::Tensor order = at::full(y.sizes(), -1, y.options().dtype(at::kInt));
   at::Tensor stroke_counts = at::zeros({N}, y.options().dtype(at::kLong));
   at::Tensor stop_reasons = at::full({N}, static_cast<int32_t>(kStopExhausted), y.options().dtype(at::kInt));
+  at::Tensor channel_counts = at::zeros({N, C}, y.options().dtype(at::kLong));
   if (N == 0 || C * H * W == 0) {
-    return {order, at::empty({0, kStrokeColumns}, y.options().dtype(at::kInt)), stroke_counts, stop_reasons};
+    return {order, at::empty({0, kStrokeColumns}, y.options().dtype(at::kInt)), stroke_counts, stop_reasons,
+            channel_counts};
   }
 
   const std::vector<BrushOffset> offsets = brush_offsets(brush);
@@ -328,9 +420,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cpu(
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       const int64_t plane = C * H * W;
-      StrokePainter painter(y_c.data_ptr<float>() + n * plane, allowed_c.data_ptr<bool>() + n * H * W,
-                            init_c.data_ptr<bool>() + n * plane, order.data_ptr<int32_t>() + n * plane, C, H, W,
-                            params);
+      const bool* init = init_c.defined() ? init_c.data_ptr<bool>() + n * plane : nullptr;
+      StrokePainter painter(y_c.data_ptr<float>() + n * plane, allowed_c.data_ptr<bool>() + n * H * W, init,
+                            order.data_ptr<int32_t>() + n * plane, channel_counts.data_ptr<int64_t>() + n * C, C, H,
+                            W, params);
       reasons[n] = painter.run(strokes[n]);
     }
   });
@@ -346,7 +439,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cpu(
   for (const auto& image_strokes : strokes) {
     for (const StrokeRecord& record : image_strokes) out = std::copy(record.begin(), record.end(), out);
   }
-  return {order, records, stroke_counts, stop_reasons};
+  return {order, records, stroke_counts, stop_reasons, channel_counts};
 }
 
 }  // namespace

@@ -56,6 +56,7 @@ struct StrokeArgs {
   int32_t* strokes;              // (N, capacity, 5)
   int64_t* stroke_counts;        // (N,)
   int32_t* stop_reasons;         // (N,)
+  unsigned long long* channel_counts;  // (N, C): elements on at allowed locations
   const float* y_max;            // (N,): max response at allowed locations
   const int64_t* allowed_count;  // (N,)
   const int64_t* covered;        // (N,): allowed locations with a channel on at the start
@@ -238,6 +239,7 @@ class ImagePainter {
           candidate_removed(q, at, &dirty_count);
           on_[q * g_.HW + at] = 1;
           order_[q * g_.HW + at] = static_cast<int32_t>(stroke);
+          atomicAdd(&a_.channel_counts[n * g_.C + q], 1ull);
           const int32_t before = channels_on_[at];
           channels_on_[at] = before + 1;
           if (before == 0) atomicAdd(&newly_covered, 1);
@@ -349,8 +351,8 @@ __global__ void __launch_bounds__(kThreads) tree_build_kernel(Key* trees, int64_
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
-    const at::Tensor& y, const at::Tensor& allowed, const at::Tensor& init_mask, const at::Tensor& brush,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
+    const at::Tensor& y, const at::Tensor& allowed, const c10::optional<at::Tensor>& init_mask, const at::Tensor& brush,
     const at::Tensor& distance_weights, int64_t tau, double m, int64_t p, double min_response,
     c10::optional<int64_t> max_strokes, c10::optional<double> max_coverage) {
   check_channel_stroke_args(y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes,
@@ -361,7 +363,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
   at::Tensor order = at::full(y.sizes(), -1, int_options);
   if (N == 0 || C * H * W == 0) {
     return {order, at::empty({0, kStrokeColumns}, int_options), at::zeros({N}, y.options().dtype(at::kLong)),
-            at::full({N}, static_cast<int32_t>(kStopExhausted), int_options)};
+            at::full({N}, static_cast<int32_t>(kStopExhausted), int_options),
+            at::zeros({N, C}, y.options().dtype(at::kLong))};
   }
   const at::Tensor y_c = y.contiguous();
   const at::Tensor allowed_c = allowed.contiguous();
@@ -382,8 +385,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
   if (max_strokes.has_value()) capacity = std::min(capacity, *max_strokes);
   capacity = std::max<int64_t>(capacity, 1);
 
-  at::Tensor on = init_mask.to(at::kByte).contiguous();
-  at::Tensor channels_on = init_mask.sum(1, /*keepdim=*/false, at::kInt).contiguous();
+  const at::Tensor init = init_mask.has_value() ? *init_mask : at::zeros(y.sizes(), y.options().dtype(at::kBool));
+  at::Tensor on = init.to(at::kByte).contiguous();
+  at::Tensor channels_on = init.sum(1, /*keepdim=*/false, at::kInt).contiguous();
+  at::Tensor channel_counts = init.logical_and(allowed_c.unsqueeze(1)).sum({2, 3}, false, at::kLong).contiguous();
   at::Tensor y_max = y_c.masked_fill(allowed_c.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity())
                          .amax({1, 2, 3})
                          .contiguous();
@@ -413,6 +418,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
   args.strokes = stroke_buffer.data_ptr<int32_t>();
   args.stroke_counts = stroke_counts.data_ptr<int64_t>();
   args.stop_reasons = stop_reasons.data_ptr<int32_t>();
+  args.channel_counts = reinterpret_cast<unsigned long long*>(channel_counts.data_ptr<int64_t>());
   args.y_max = y_max.data_ptr<float>();
   args.allowed_count = allowed_count.data_ptr<int64_t>();
   args.covered = covered.data_ptr<int64_t>();
@@ -442,7 +448,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
   TORCH_CHECK(stop_reasons.ge(0).all().item<bool>(), "channel_stroke (CUDA): stroke buffer overflow, please report");
   const at::Tensor filled = at::arange(capacity, stroke_counts.options()).unsqueeze(0) < stroke_counts.unsqueeze(1);
   at::Tensor strokes = stroke_buffer.index({filled});
-  return {order, strokes, stroke_counts, stop_reasons};
+  return {order, strokes, stroke_counts, stop_reasons, channel_counts};
 }
 
 }  // namespace
