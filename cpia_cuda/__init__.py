@@ -1,7 +1,15 @@
-"""cpia_cuda: Channel Painter In Action, with fused C++/CUDA stroke ops."""
+"""cpia_cuda: Channel Painter In Action, with fused C++/CUDA stroke ops.
+
+The ops (``channel_flush``, ``channel_stroke``) decompose a generator layer into painting actions;
+``paint`` runs the whole painting pipeline (plan regions, stroke each, render frames).
+"""
 
 from .ops import StrokeResult, channel_flush, channel_stroke, distance_weights, make_brush
+from .painting import PaintingError, PaintResult, StrokeLog, load_stroke_log, paint, replay, write_outputs
 
 __version__ = "0.1.0"
 
-__all__ = ["StrokeResult", "channel_flush", "channel_stroke", "distance_weights", "make_brush", "__version__"]
+__all__ = [
+    "PaintResult", "PaintingError", "StrokeLog", "StrokeResult", "channel_flush", "channel_stroke",
+    "distance_weights", "load_stroke_log", "make_brush", "paint", "replay", "write_outputs", "__version__",
+]

@@ -1,0 +1,5 @@
+"""``python -m cpia_cuda``: the ``cpia`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

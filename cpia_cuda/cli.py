@@ -1,0 +1,330 @@
+"""The ``cpia`` command: paint an image, paint a GAN sample, list layers, replay a log, run a demo.
+
+    cpia paint photo.jpg --style 7 --layer 8 --tau 8 -o out/
+    cpia generate --gan eyes --keyword blue --seed 3 -o eyes/
+    cpia layers multistyle26 --size 512 512
+    cpia replay out/stroke_log.json -o again/
+    cpia demo
+
+Errors in the arguments or the inputs print one line ``cpia: error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+DEMO_OUTPUT = "cpia-demo"
+DEMO_SIZE = 512
+# A res.* layer of multistyle26 with bold strokes: style 7, layer 8 (res.5), tau 8 of 32 channels.
+DEMO_SETTINGS = dict(condition={"style": 7}, layer=8, tau=8, min_response=0.1, frames=24)
+LAYERS_DEFAULT_SIZE = (256, 256)
+
+
+# ---------------------------------------------------------------------------------------------
+# arguments
+
+
+def _layer(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _planner_option(text: str) -> tuple[str, Any]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for convert in (int, float):
+        try:
+            return key, convert(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``paint``, ``generate`` and ``demo`` (defaults: those of ``paint()``)."""
+    stroke = parser.add_argument_group("channel operation")
+    stroke.add_argument("--layer", type=_layer, help="operating layer, index or name (default: the middle one)")
+    stroke.add_argument("--mode", choices=("stroke", "flush"), default="stroke")
+    stroke.add_argument("--tau", type=int, help="channels per location (default: C // 4)")
+    stroke.add_argument("--brush", type=int, default=1, help="brush half size z: a (2z+1)^2 box (default 1)")
+    stroke.add_argument("--m", type=float, default=0.8, help="stroke sensitivity in (0, 1] (default 0.8)")
+    stroke.add_argument("--p", type=int, default=1, help="stroke penetration, channels per stroke (default 1)")
+    stroke.add_argument("--channel-cost", type=float, default=0.5, help="g in [0, 1] (default 0.5)")
+    stroke.add_argument("--sigma", type=float, default=4.0, help="movement-cost width (default 4)")
+    stroke.add_argument("--min-response", type=float, default=0.1,
+                        help="stop a region below this fraction of its largest response (default 0.1)")
+    stroke.add_argument("--max-strokes", type=int, help="stop a region after this many strokes")
+    stroke.add_argument("--max-coverage", type=float, help="stop a region at this covered fraction")
+    stroke.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "reference"))
+
+    plan = parser.add_argument_group("plan")
+    plan.add_argument("--planner", default="segments", help="segments (default), yolo, maskrcnn, or none")
+    plan.add_argument("--planner-option", type=_planner_option, action="append", default=[], metavar="KEY=VALUE",
+                      help="planner option, e.g. num_regions=4 (repeatable)")
+    plan.add_argument("--order", default="score", help="score, area, foreground-first or background-first")
+    plan.add_argument("--reverse-order", action="store_true")
+    plan.add_argument("--skip-background", action="store_true")
+    plan.add_argument("--first-labels", nargs="+", default=[], metavar="LABEL")
+    plan.add_argument("--last-labels", nargs="+", default=[], metavar="LABEL")
+    plan.add_argument("--step-fill", default="mean", choices=("mean", "background", "none"),
+                      help="step image outside its region (default: the region's mean colour)")
+
+    render = parser.add_argument_group("rendering and output")
+    frames = render.add_mutually_exclusive_group()
+    frames.add_argument("--frames", type=int, help="frames spread over the painting (default 24)")
+    frames.add_argument("--every", type=int, help="a frame every K strokes")
+    render.add_argument("--preview-size", type=int, help="long side of the frames (default 512)")
+    render.add_argument("--background", default="white", help="paper colour (name or #rrggbb)")
+    render.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cpia", description="Channel Painter In Action")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    paint = commands.add_parser("paint", help="paint an image through a style-transfer network")
+    paint.add_argument("image", help="content image file")
+    style = paint.add_mutually_exclusive_group()
+    style.add_argument("--style", type=int, help="built-in style index (multistyle26: 0..25; default 0)")
+    style.add_argument("--style-image", help="style image file (generators arbitrary, msg)")
+    paint.add_argument("--generator", default="multistyle26")
+    paint.add_argument("--weights", help="weights file or folder, for generators that need one")
+    paint.add_argument("-o", "--output", default="cpia-out", help="output folder (default ./cpia-out)")
+    _add_painting_arguments(paint)
+
+    generate = commands.add_parser("generate", help="paint a GAN sample")
+    generate.add_argument("--gan", required=True, choices=("biggan", "eyes"))
+    generate.add_argument("--weights", help="weights (biggan: its folder)")
+    generate.add_argument("--keyword", required=True, help="class keyword (ImageNet name, or an eye colour)")
+    generate.add_argument("--truncation", type=float, help="BigGAN truncation in (0, 1]")
+    generate.add_argument("-o", "--output", default="cpia-out", help="output folder (default ./cpia-out)")
+    _add_painting_arguments(generate)
+
+    layers = commands.add_parser("layers", help="list the operable layers of a generator")
+    layers.add_argument("generator", nargs="?", default="multistyle26")
+    layers.add_argument("--weights")
+    layers.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=LAYERS_DEFAULT_SIZE,
+                        help="input size for the shapes (image generators; default 256 256)")
+
+    replay = commands.add_parser("replay", help="re-render a painting from its stroke log")
+    replay.add_argument("log", help="stroke_log.json (or .npz)")
+    replay.add_argument("-o", "--output", required=True)
+    replay.add_argument("--weights", help="weights, when the logged path has moved")
+    replay.add_argument("--device")
+    replay.add_argument("--overwrite", action="store_true")
+
+    demo = commands.add_parser("demo", help="paint scikit-image's astronaut with the embedded model")
+    demo.add_argument("-o", "--output", default=DEMO_OUTPUT, help=f"output folder (default ./{DEMO_OUTPUT})")
+    demo.add_argument("--size", type=int, default=DEMO_SIZE, help=f"long side of the image (default {DEMO_SIZE})")
+    demo.add_argument("--device")
+    demo.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def resolve_device(name: str | None) -> str:
+    """``--device``: default CUDA when a GPU and the CUDA kernels are there, else the CPU."""
+    from . import _ops
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() and _ops.cuda_kernels_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available")
+    return name
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """An image file as a float (3, H, W) tensor in [0, 1] (uint8 / 255, so the log stores it exactly)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    with Image.open(path) as image:
+        array = torch.from_numpy(np.asarray(image.convert("RGB")).copy())
+    return array.permute(2, 0, 1).to(torch.float32) / 255.0
+
+
+def resize_long_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``image`` (3, H, W) area-resized so that its long side is ``size``."""
+    height, width = image.shape[-2:]
+    scale = size / max(height, width)
+    target = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return torch.nn.functional.interpolate(image[None], size=target, mode="area")[0].clamp(0, 1)
+
+
+def _painting_options(args: argparse.Namespace) -> dict[str, Any]:
+    """paint() keyword arguments from the shared options."""
+    return dict(
+        layer=args.layer, mode=args.mode, tau=args.tau, brush=args.brush, m=args.m, p=args.p,
+        channel_cost=args.channel_cost, sigma=args.sigma, min_response=args.min_response,
+        max_strokes=args.max_strokes, max_coverage=args.max_coverage,
+        planner=None if args.planner == "none" else args.planner, planner_options=dict(args.planner_option),
+        order=args.order, skip_background=args.skip_background, first_labels=args.first_labels,
+        last_labels=args.last_labels, reverse_order=args.reverse_order, frames=args.frames, every=args.every,
+        seed=args.seed, backend=args.backend, preview_size=args.preview_size, background=args.background,
+        step_fill=args.step_fill,
+    )
+
+
+def _style_condition(generator, args: argparse.Namespace) -> dict[str, Any]:
+    """make_context arguments from --style / --style-image; style 0 for a built-in-style generator."""
+    if args.style_image is not None:
+        return {"style_image": load_image(args.style_image)}
+    parameters = inspect.signature(generator.make_context).parameters
+    if args.style is not None or "style" in parameters:
+        return {"style": 0 if args.style is None else args.style}
+    return {}
+
+
+def _report(result, written: Sequence[Path], seconds: float) -> None:
+    reasons = Counter(result.stop_reasons)
+    print(f"painted {result.num_strokes} strokes over {len(result.plan)} regions at layer {result.log.layer} "
+          f"({result.log.layer_name}), tau {result.settings.tau}, {len(result.frame_strokes)} frames")
+    print("stop reasons: " + ", ".join(f"{reason} x{count}" for reason, count in sorted(reasons.items())))
+    print(f"wrote {len(written)} files to {written[0].parent if written else '-'}: "
+          + ", ".join(path.name for path in written))
+    print(f"time: {seconds:.1f} s")
+
+
+def _paint_and_write(content: torch.Tensor, generator, condition: dict[str, Any], weights: str | None,
+                     options: dict[str, Any], output: str, overwrite: bool) -> int:
+    from .painting import paint, write_outputs
+    from .painting.outputs import refuse_existing_outputs
+
+    started = time.perf_counter()
+    if not overwrite:  # fail before the painting, not after it
+        refuse_existing_outputs(output)
+    result = paint(content, generator=generator, condition=condition, weights=weights, verbose=True, **options)
+    written = write_outputs(result, output, overwrite=overwrite)
+    _report(result, written, time.perf_counter() - started)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def command_paint(args: argparse.Namespace) -> int:
+    from .generators import load_generator
+
+    image = load_image(args.image)
+    generator = load_generator(args.generator, weights=args.weights, device=resolve_device(args.device))
+    return _paint_and_write(image, generator, _style_condition(generator, args), args.weights,
+                            _painting_options(args), args.output, args.overwrite)
+
+
+def command_generate(args: argparse.Namespace) -> int:
+    from .generators import load_generator
+
+    generator = load_generator(args.gan, weights=args.weights, device=resolve_device(args.device))
+    condition: dict[str, Any] = {"keyword": args.keyword}
+    sample_options: dict[str, Any] = {}
+    if args.truncation is not None:
+        if "truncation" not in inspect.signature(generator.make_context).parameters:
+            raise ValueError(f"--truncation: generator {args.gan!r} has no truncation")
+        condition["truncation"] = sample_options["truncation"] = args.truncation
+    latent = generator.sample_inputs(1, args.seed, **sample_options)
+    return _paint_and_write(latent, generator, condition, args.weights, _painting_options(args), args.output,
+                            args.overwrite)
+
+
+def command_layers(args: argparse.Namespace) -> int:
+    from .generators import load_generator
+
+    generator = load_generator(args.generator, weights=args.weights, device="cpu")
+    if generator.input_kind == "image":
+        height, width = args.size
+        if height < 1 or width < 1:
+            raise ValueError(f"--size: expected positive H W, got {height} {width}")
+        inputs = torch.full((1, 3, height, width), 0.5)
+        context = generator.make_context(**_neutral_condition(generator))
+        print(f"{generator.name}: operable layers for a {height}x{width} input")
+    else:
+        inputs = generator.sample_inputs(1, 0)
+        context = generator.make_context(class_index=0, inputs=inputs)
+        print(f"{generator.name}: operable layers (a GAN: the shapes do not depend on --size)")
+    print(f"{'index':>5}  {'name':<20} {'channels':>8}  shape (C, H, W)")
+    for layer, shape in generator.layer_shapes(inputs, context):
+        print(f"{layer.index:>5}  {layer.name:<20} {layer.channels:>8}  {tuple(shape)}")
+    return 0
+
+
+def _neutral_condition(generator) -> dict[str, Any]:
+    """Any valid condition of an image generator (layer shapes do not depend on it)."""
+    parameters = inspect.signature(generator.make_context).parameters
+    if "style" in parameters:
+        return {"style": 0}
+    if "style_image" in parameters:
+        return {"style_image": torch.full((1, 3, 64, 64), 0.5)}
+    return {}
+
+
+def command_replay(args: argparse.Namespace) -> int:
+    from .painting import load_stroke_log, replay, write_outputs
+    from .painting.outputs import refuse_existing_outputs
+
+    started = time.perf_counter()
+    if not args.overwrite:
+        refuse_existing_outputs(args.output)
+    log = load_stroke_log(args.log)
+    result = replay(log, weights=args.weights, device=resolve_device(args.device), verbose=True)
+    written = write_outputs(result, args.output, overwrite=args.overwrite)
+    _report(result, written, time.perf_counter() - started)
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from skimage import data
+
+    from .generators import load_generator
+
+    if args.size < 16:
+        raise ValueError(f"--size: expected at least 16 pixels, got {args.size}")
+    astronaut = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).to(torch.float32) / 255.0
+    image = resize_long_side(astronaut, args.size)
+    generator = load_generator("multistyle26", device=resolve_device(args.device))
+    settings = dict(DEMO_SETTINGS)
+    condition = settings.pop("condition")
+    print(f"demo: scikit-image's astronaut at {image.shape[2]}x{image.shape[1]}, multistyle26 style "
+          f"{condition['style']}, layer {settings['layer']}, tau {settings['tau']}")
+    return _paint_and_write(image, generator, condition, None, settings, args.output, args.overwrite)
+
+
+COMMANDS = {"paint": command_paint, "generate": command_generate, "layers": command_layers,
+            "replay": command_replay, "demo": command_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cpia`` command; returns the exit status (2 for bad arguments or inputs)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # argparse exits on --help (0) and on bad arguments (2)
+        return int(exit_request.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError, ImportError, MemoryError, torch.OutOfMemoryError) as error:
+        print(f"cpia: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cpia: interrupted", file=sys.stderr)
+        return 130

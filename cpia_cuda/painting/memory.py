@@ -1,0 +1,138 @@
+"""How much memory a painting needs, and whether the device has it.
+
+The estimate has three parts:
+
+* the painting state at the operating layer, ``PER_ELEMENT_BYTES`` per element of C*h*w: the step
+  activation and the painted activation (float32 each), the global and per-step stroke order (int32
+  each), and the bool masks (painted, flush comparison, allowed/init copies inside the op);
+* the generator's working set at full size, measured on a small probe: the largest output of any
+  submodule during ``forward``, scaled by the area ratio, times ``WORKING_SET_FACTOR`` (the module's
+  input, its output and the temporaries of pad/conv/normalisation live at once);
+* the frame batch: ``frame_batch`` decodes at the preview size, estimated the same way.
+
+It is an estimate (allocator overhead and fragmentation come on top); it is meant to refuse what
+clearly cannot fit before minutes of work, not to promise that what passes fits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..generators.base import Generator, Layer
+
+PER_ELEMENT_BYTES = 20
+WORKING_SET_FACTOR = 4
+_PROBE_SIDE = 128
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a run needs (``total``) by part, and what the device has free (None if unknown)."""
+
+    device: str
+    activation_shape: tuple[int, int, int]
+    painting_state: int
+    generator_working_set: int
+    frame_batch: int
+    available: int | None
+
+    @property
+    def total(self) -> int:
+        return self.painting_state + self.generator_working_set + self.frame_batch
+
+    @property
+    def fits(self) -> bool:
+        return self.available is None or self.total <= self.available
+
+    def describe(self) -> str:
+        c, h, w = self.activation_shape
+        free = "unknown" if self.available is None else f"{self.available / GIB:.2f} GiB"
+        return (f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB (activation {c}x{h}x{w}: "
+                f"{self.painting_state / GIB:.2f} GiB, generator at full size: "
+                f"{self.generator_working_set / GIB:.2f} GiB, frame batch: {self.frame_batch / GIB:.2f} GiB); "
+                f"available: {free}")
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Free bytes on ``device``: CUDA ``mem_get_info``; CPU psutil, else /proc/meminfo; None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@torch.no_grad()
+def _largest_module_output(generator: Generator, inputs: torch.Tensor, context: Any) -> int:
+    """Bytes of the largest tensor any submodule returns during ``generator.forward(inputs)``."""
+    largest = 0
+
+    def record(_module, _inputs, output):
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    handles = [module.register_forward_hook(record) for module in generator.modules() if module is not generator]
+    try:
+        output = generator.forward(inputs, context)
+        largest = max(largest, output.numel() * output.element_size())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return largest
+
+
+def _probe_image(image: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``image`` (1, 3, H, W) shrunk to about a _PROBE_SIDE square, and the area ratio full / probe."""
+    height, width = image.shape[-2:]
+    scale = min(1.0, _PROBE_SIDE / max(height, width))
+    size = (max(8, round(height * scale)), max(8, round(width * scale)))
+    probe = F.interpolate(image, size=size, mode="area") if size != (height, width) else image
+    return probe, (height * width) / (size[0] * size[1])
+
+
+def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
+                    preview_area_ratio: float, frame_batch: int) -> MemoryEstimate:
+    """Estimate the memory of painting ``inputs`` (a (1, 3, H, W) image or a latent) at ``layer``.
+
+    ``preview_area_ratio`` is (preview area) / (full area) of the progressive frames.
+    """
+    if generator.input_kind == "image":
+        probe, area_ratio = _probe_image(inputs)
+    else:
+        probe, area_ratio = inputs, 1.0
+    with torch.no_grad():
+        probe_activation = generator.encode(probe, layer.index, context)
+    channels, height, width = probe_activation.shape[1:]
+    height, width = math.ceil(height * math.sqrt(area_ratio)), math.ceil(width * math.sqrt(area_ratio))
+    working = _largest_module_output(generator, probe, context) * WORKING_SET_FACTOR
+    full_working = int(working * area_ratio)
+    frame_scale = preview_area_ratio if generator.input_kind == "image" else 1.0
+    return MemoryEstimate(
+        device=str(inputs.device),
+        activation_shape=(channels, height, width),
+        painting_state=PER_ELEMENT_BYTES * channels * height * width,
+        generator_working_set=full_working,
+        frame_batch=int(frame_batch * full_working * frame_scale),
+        available=available_memory(inputs.device),
+    )

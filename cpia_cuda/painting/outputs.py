@@ -1,0 +1,264 @@
+"""Writing a painting to a folder: images, animations, the stroke log and coverage statistics.
+
+| file | content |
+|---|---|
+| ``painting.png`` | the final canvas at full resolution |
+| ``progress.gif`` / ``progress.mp4`` | the painting in progress (the frames, preview size); MP4 needs imageio-ffmpeg |
+| ``stroke_map.gif`` / ``stroke_map.png`` | the stroke-map frames / the last one |
+| ``plan.png`` | the content with each region tinted, in painting-order colours |
+| ``generated.png`` | a GAN's plain generated image (GAN runs only) |
+| ``stroke_log.json`` / ``stroke_log.npz`` | the replayable stroke log (:mod:`.stroke_log`) |
+| ``coverage.png`` / ``coverage.json`` | per-channel coverage, stroke vs flush (paper Fig. 3) |
+
+Every file is written to a temporary file in the same folder and moved into place with
+``os.replace`` (a reader never sees half a file). Unless ``overwrite``, nothing is written when any of
+the files exists already.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .pipeline import PaintResult
+from .render import channel_palette
+
+FRAME_MS = 120
+LAST_FRAME_MS = 1500
+MP4_FPS = 8
+HISTOGRAM_BINS = 20
+
+PAINTING = "painting.png"
+PROGRESS_GIF = "progress.gif"
+PROGRESS_MP4 = "progress.mp4"
+STROKE_MAP_GIF = "stroke_map.gif"
+STROKE_MAP_PNG = "stroke_map.png"
+PLAN_PNG = "plan.png"
+GENERATED_PNG = "generated.png"
+LOG_JSON = "stroke_log.json"
+LOG_NPZ = "stroke_log.npz"
+COVERAGE_PNG = "coverage.png"
+COVERAGE_JSON = "coverage.json"
+OUTPUT_NAMES = (PAINTING, PROGRESS_GIF, PROGRESS_MP4, STROKE_MAP_GIF, STROKE_MAP_PNG, PLAN_PNG, GENERATED_PNG,
+                LOG_NPZ, LOG_JSON, COVERAGE_PNG, COVERAGE_JSON)
+
+
+def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = False,
+                  note: Callable[[str], None] = print) -> list[Path]:
+    """Write every output of ``result`` into ``outdir`` (created if needed); return the paths written.
+
+    Raises FileExistsError naming the first existing file, before anything is written, unless
+    ``overwrite``. Optional parts whose library is missing (MP4: imageio + imageio-ffmpeg; the coverage
+    plot: matplotlib) are skipped with a ``note``.
+    """
+    outdir = Path(outdir)
+    writers = _planned_writers(result, note)
+    if not overwrite:
+        refuse_existing_outputs(outdir, writers)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, write in writers.items():
+        write(outdir / name)
+        written.append(outdir / name)
+    return written
+
+
+def refuse_existing_outputs(outdir: str | Path, names: Sequence[str] = OUTPUT_NAMES) -> None:
+    """Raise FileExistsError naming the first of ``names`` that exists in ``outdir``."""
+    for name in names:
+        if (Path(outdir) / name).exists():
+            raise FileExistsError(f"{Path(outdir) / name} exists already; pass overwrite=True (--overwrite) "
+                                  f"to replace it")
+
+
+def _planned_writers(result: PaintResult, note: Callable[[str], None]) -> dict[str, Callable[[Path], None]]:
+    """File name -> function writing it atomically; decided (and optional parts checked) up front."""
+    writers: dict[str, Callable[[Path], None]] = {
+        PAINTING: lambda path: atomic_write_bytes(path, png_bytes(result.image)),
+        PROGRESS_GIF: lambda path: atomic_write_bytes(path, gif_bytes(result.frames)),
+    }
+    if _mp4_available():
+        writers[PROGRESS_MP4] = lambda path: atomic_write_with(path, lambda tmp: write_mp4(tmp, result.frames))
+    else:
+        note("note: progress.mp4 skipped (needs imageio and imageio-ffmpeg: pip install imageio-ffmpeg)")
+    writers[STROKE_MAP_GIF] = lambda path: atomic_write_bytes(path, gif_bytes(result.stroke_maps))
+    writers[STROKE_MAP_PNG] = lambda path: atomic_write_bytes(path, png_bytes(result.stroke_maps[-1]))
+    writers[PLAN_PNG] = lambda path: atomic_write_bytes(path, png_bytes(plan_overlay(result)))
+    if result.log.content.dim() != 3:
+        writers[GENERATED_PNG] = lambda path: atomic_write_bytes(path, png_bytes(result.content))
+    writers[LOG_NPZ] = lambda path: atomic_write_bytes(path, result.log.npz_bytes())
+    writers[LOG_JSON] = lambda path: atomic_write_bytes(path, result.log.json_text(LOG_NPZ).encode())
+    if _matplotlib_available():
+        writers[COVERAGE_PNG] = lambda path: atomic_write_bytes(path, coverage_plot_bytes(result))
+    else:
+        note("note: coverage.png skipped (needs matplotlib); the numbers are in coverage.json")
+    writers[COVERAGE_JSON] = lambda path: atomic_write_bytes(path, coverage_json(result).encode())
+    return writers
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic files
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path`` (same suffix), then move it to ``path``."""
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# images and animations
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
+    return (image.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def gif_bytes(frames: torch.Tensor) -> bytes:
+    """An endlessly looping GIF of ``frames`` (F, 3, H, W); the last frame is held longer."""
+    from PIL import Image
+
+    # fast octree quantisation: the default median cut takes seconds per large frame
+    images = [Image.fromarray(to_uint8(frame)).quantize(method=Image.Quantize.FASTOCTREE) for frame in frames]
+    durations = [FRAME_MS] * (len(images) - 1) + [LAST_FRAME_MS]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return buffer.getvalue()
+
+
+def _mp4_available() -> bool:
+    try:
+        import imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_mp4(path: Path, frames: torch.Tensor, fps: int = MP4_FPS) -> None:
+    """H.264 MP4 of ``frames``; sides padded (edge pixels) to even sizes, as yuv420p needs."""
+    import imageio.v2 as imageio
+
+    height, width = frames.shape[-2:]
+    pad = ((0, height % 2), (0, width % 2), (0, 0))
+    held = [frames[-1]] * fps  # hold the finished painting for a second
+    with imageio.get_writer(str(path), format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                            pixelformat="yuv420p", macro_block_size=1) as writer:
+        for frame in list(frames) + held:
+            writer.append_data(np.pad(to_uint8(frame), pad, mode="edge"))
+
+
+def plan_overlay(result: PaintResult, tint: float = 0.5) -> torch.Tensor:
+    """The content (3, H, W) with region k tinted in colour k of the channel palette (plan order)."""
+    content = result.content.to(torch.float32)
+    palette = channel_palette(len(result.plan))
+    colours = torch.zeros_like(content)
+    for index, region in enumerate(result.plan):
+        colours[:, region.mask] = palette[index].view(3, 1)
+    return torch.lerp(content, colours, tint)
+
+
+# ---------------------------------------------------------------------------------------------
+# coverage (paper Fig. 3)
+
+
+def _matplotlib_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _coverage_series(result: PaintResult) -> dict[str, np.ndarray]:
+    """What the plot shows: the painting's coverage, and in stroke mode the flush comparison beside it."""
+    if result.settings.mode == "flush":
+        return {"flush": result.coverage.numpy()}
+    return {"stroke": result.coverage.numpy(), "flush (same tau)": result.coverage_flush.numpy()}
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
+            "max": float(values.max()), "unused_channels": int((values == 0).sum())}
+
+
+def coverage_json(result: PaintResult) -> str:
+    """Per-channel coverage of the painting and of the flush comparison, their summaries and histograms."""
+    edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+    series = {"painting": result.coverage.numpy(), "flush": result.coverage_flush.numpy()}
+    document = {
+        "layer": {"index": result.log.layer, "name": result.log.layer_name},
+        "mode": result.settings.mode, "tau": result.settings.tau, "channels": int(result.coverage.numel()),
+        "definition": "per channel, the fraction of layer locations where the channel is painted",
+        "histogram_bin_edges": edges.round(6).tolist(),
+    }
+    for name, values in series.items():
+        document[name] = {"per_channel": values.round(6).tolist(), "summary": _summary(values),
+                          "histogram": np.histogram(values, bins=edges)[0].tolist()}
+    return json.dumps(document, indent=2) + "\n"
+
+
+def coverage_plot_bytes(result: PaintResult) -> bytes:
+    """PNG: histograms of per-channel coverage side by side, and the per-channel values sorted."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series = _coverage_series(result)
+    figure = Figure(figsize=(10, 3.6), dpi=100)
+    FigureCanvasAgg(figure)
+    histogram_axes = figure.add_subplot(1, 2, 1)
+    upper = max(1e-6, max(float(values.max()) for values in series.values()))
+    edges = np.linspace(0.0, upper, HISTOGRAM_BINS + 1)
+    histogram_axes.hist(list(series.values()), bins=edges, label=list(series), color=_colours(len(series)))
+    histogram_axes.set_xlabel("channel coverage (fraction of locations)")
+    histogram_axes.set_ylabel("channels")
+    histogram_axes.set_title(f"layer {result.log.layer} ({result.log.layer_name}), tau = {result.settings.tau}")
+    histogram_axes.legend()
+    sorted_axes = figure.add_subplot(1, 2, 2)
+    for (name, values), colour in zip(series.items(), _colours(len(series))):
+        sorted_axes.plot(np.sort(values)[::-1], label=name, color=colour, marker=".")
+    sorted_axes.set_xlabel("channels, by coverage")
+    sorted_axes.set_ylabel("coverage")
+    sorted_axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _colours(count: int) -> Sequence[str]:
+    return ["tab:orange", "tab:blue"][:count]

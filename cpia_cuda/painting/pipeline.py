@@ -1,0 +1,618 @@
+"""The painting pipeline, Channel Painting In Action (paper Sec. 3.4, Fig. 4).
+
+1. **Plan.** A planner splits the content image (for a GAN: its generated image) into regions; they
+   are ordered by the order policy, overlaps go to the first region, and a background region covers
+   what no region does (unless skipped). See :mod:`cpia_cuda.planning`.
+2. **Paint.** For each region in plan order, a *step image* (the content with everything outside the
+   region filled, see ``step_fill``) is encoded to the operating layer, and channel stroke (or
+   channel flush) runs on it, restricted to the region at layer resolution (``allowed``) and starting
+   from what earlier steps painted (``init_mask``), until its stopping criterion. Each painted element
+   keeps the value of the step that painted it. A GAN's activation does not depend on the region,
+   so it is encoded once and the regions only restrict where strokes go.
+3. **Render.** The painted activation ``Y * M`` is decoded through the rest of the generator and laid
+   on paper with the post-generator mask (:mod:`cpia_cuda.painting.render`), for the final image and
+   for progressive frames taken every k strokes.
+
+Everything the frames need is in the :class:`~cpia_cuda.painting.stroke_log.StrokeLog`; :func:`replay`
+re-renders a painting from it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..generators import DEFAULT_GENERATOR, load_generator
+from ..generators.base import Generator, Layer
+from ..ops import channel_flush, channel_stroke
+from ..planning.base import Planner, Region
+from ..planning.order import order_regions, resolve_overlaps
+from ..planning.registry import PLANNERS, make_planner
+from .memory import MemoryEstimate, estimate_memory
+from .render import (CanvasRenderer, frame_mask, frame_thresholds, parse_background, preview_shape,
+                     render_stroke_maps)
+from .stroke_log import StrokeLog
+
+MODES = ("stroke", "flush")
+STEP_FILLS = ("mean", "background", "none")
+DEFAULT_FRAMES = 24
+PLAN_MAX_SIDE = 1024
+WHOLE_IMAGE_LABEL = "image"
+
+
+class PaintingError(ValueError):
+    """A painting cannot be made as asked (bad settings, nothing to paint, not enough memory)."""
+
+
+@dataclass(frozen=True)
+class PaintSettings:
+    """Every parameter of a painting; stored in the stroke log so that it can be replayed.
+
+    ``max_strokes`` and ``max_coverage`` apply to each region (each step image), like the paper's
+    per-ROI stopping criterion. ``brush`` is an int z or a nested list of bools (a brush mask).
+    """
+
+    layer: int
+    tau: int
+    mode: str = "stroke"
+    brush: Any = 1
+    m: float = 0.8
+    p: int = 1
+    channel_cost: float = 0.5
+    sigma: float = 4.0
+    min_response: float = 0.1
+    max_strokes: int | None = None
+    max_coverage: float | None = None
+    planner: str | None = "segments"
+    planner_options: dict = field(default_factory=dict)
+    order: str = "score"
+    skip_background: bool = False
+    first_labels: Sequence[str] = ()
+    last_labels: Sequence[str] = ()
+    reverse_order: bool = False
+    frames: int | None = DEFAULT_FRAMES
+    every: int | None = None
+    seed: int = 0
+    backend: str = "auto"
+    preview_size: int | None = None
+    background: Sequence[float] = (1.0, 1.0, 1.0)
+    step_fill: str = "mean"
+    frame_batch: int = 8
+
+    def stroke_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`cpia_cuda.channel_stroke` (all but Y, tau, allowed, init_mask)."""
+        brush = torch.tensor(self.brush, dtype=torch.bool) if isinstance(self.brush, list) else self.brush
+        return dict(brush=brush, m=self.m, p=self.p, channel_cost=self.channel_cost, sigma=self.sigma,
+                    min_response=self.min_response, max_strokes=self.max_strokes, max_coverage=self.max_coverage,
+                    backend=self.backend)
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["first_labels"], document["last_labels"] = list(self.first_labels), list(self.last_labels)
+        document["background"] = list(self.background)
+        return document
+
+
+@dataclass
+class PaintResult:
+    """A finished painting.
+
+    Attributes:
+        image: (3, H, W) float in [0, 1]: the final canvas at full resolution.
+        frames: (F, 3, h, w): the canvas after each of ``frame_strokes`` strokes, at the preview size.
+        stroke_maps: (F, 3, h, w): which channel painted each location (see ``render_stroke_maps``).
+        log: the replayable :class:`StrokeLog` (stroke table, element order, plan, parameters).
+        plan: the regions in painting order, masks at image resolution.
+        content: (3, H, W): the image the plan was made on (the input, or a GAN's generated image).
+        coverage: (C,): per channel, the fraction of layer locations where it is painted (Fig. 3).
+        coverage_flush: (C,): the same for a channel flush with the same tau on the same regions.
+        memory: the memory estimate the run was checked against.
+        seconds: wall time of the run.
+    """
+
+    image: torch.Tensor
+    frames: torch.Tensor
+    stroke_maps: torch.Tensor
+    log: StrokeLog
+    plan: list[Region]
+    content: torch.Tensor
+    coverage: torch.Tensor
+    coverage_flush: torch.Tensor
+    memory: MemoryEstimate | None = None
+    seconds: float = 0.0
+
+    @property
+    def frame_strokes(self) -> list[int]:
+        return self.log.frame_strokes
+
+    @property
+    def num_strokes(self) -> int:
+        return self.log.num_strokes
+
+    @property
+    def stop_reasons(self) -> list[str]:
+        return self.log.stop_reasons
+
+    @property
+    def settings(self) -> PaintSettings:
+        return PaintSettings(**self.log.settings)
+
+    def frame_mask(self, index: int) -> torch.Tensor:
+        """Bool (C, h, w): the layer elements painted in frame ``index``."""
+        return frame_mask(self.log.order, self.frame_strokes[index])
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{label}: {self.log.stop_reasons[i]}" for i, label in enumerate(self.log.region_labels))
+        return (f"{self.num_strokes} strokes over {len(self.plan)} regions at layer {self.log.layer} "
+                f"({self.log.layer_name}), {len(self.frame_strokes)} frames, {self.seconds:.1f} s; "
+                f"stop reasons: {reasons}")
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry points
+
+
+def paint(
+    content: torch.Tensor,
+    *,
+    generator: str | Generator = DEFAULT_GENERATOR,
+    weights: str | None = None,
+    condition: dict[str, Any] | None = None,
+    layer: int | str | None = None,
+    mode: str = "stroke",
+    tau: int | None = None,
+    brush: Any = 1,
+    m: float = 0.8,
+    p: int = 1,
+    channel_cost: float = 0.5,
+    sigma: float = 4.0,
+    min_response: float = 0.1,
+    max_strokes: int | None = None,
+    max_coverage: float | None = None,
+    planner: str | Planner | None = "segments",
+    planner_options: dict[str, Any] | None = None,
+    order: str = "score",
+    skip_background: bool = False,
+    first_labels: Sequence[str] = (),
+    last_labels: Sequence[str] = (),
+    reverse_order: bool = False,
+    frames: int | None = None,
+    every: int | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    backend: str = "auto",
+    preview_size: int | None = None,
+    background: Any = "white",
+    step_fill: str = "mean",
+    frame_batch: int = 8,
+    verbose: bool = False,
+) -> PaintResult:
+    """Paint ``content`` with channel strokes (or flushes) region by region, and render it.
+
+    Args:
+        content: for a style network an image (3, H, W) or (1, 3, H, W) float in [0, 1]; for a GAN
+            its latent input (z_dim,) or (1, z_dim).
+        generator: a registry name (``cpia_cuda.generators.generator_names()``) or a Generator.
+        weights: weights path for a registry generator that needs one.
+        condition: keyword arguments of ``generator.make_context`` (``{"style": 3}``,
+            ``{"style_image": tensor}``, ``{"keyword": "volcano"}``); a GAN's ``inputs`` is added.
+        layer: the operating layer l (index or name); default the middle operable layer.
+        mode: ``"stroke"`` (Alg. 1) or ``"flush"`` (Eq. 3).
+        tau: channels per location; default C // 4.
+        brush, m, p, channel_cost, sigma, min_response, max_strokes, max_coverage: as in
+            :func:`cpia_cuda.channel_stroke`; the stopping limits apply per region.
+        planner: a planner name (``"segments"``, ``"yolo"``, ``"maskrcnn"``), a Planner, or None for
+            one region covering the whole image. ``planner_options`` go to ``make_planner``; ``seed``
+            is added when the planner takes one.
+        order, skip_background, first_labels, last_labels, reverse_order: the order policy
+            (:func:`cpia_cuda.planning.order.order_regions`).
+        frames / every: F frames spread over the run (default 24) or one frame every k strokes.
+        device: where the generator and the ops run (default: the generator's device, else CPU).
+        seed: seeds the planner; the rest of the pipeline is deterministic.
+        backend: backend of the ops ("auto", "cpu", "cuda", "reference").
+        preview_size: long side of the progressive frames (default 512; never enlarged).
+        background: paper colour: a colour name, ``#rrggbb`` or (r, g, b) in [0, 1].
+        step_fill: what the step image holds outside its region: ``"mean"`` (the region's mean
+            colour), ``"background"`` (the paper colour) or ``"none"`` (the unmasked content).
+        frame_batch: frames decoded per batch.
+        verbose: print the memory estimate and show progress bars.
+
+    Raises:
+        PaintingError (a ValueError) for bad settings, an empty plan or a run that cannot fit in
+        memory; GeneratorError / PlanningError / the ops' errors for their own arguments.
+    """
+    started = time.perf_counter()
+    generator = _resolve_generator(generator, weights, device)
+    inputs = _prepare_inputs(content, generator)
+    context = _make_context(generator, condition or {}, inputs)
+    layer_info = generator.resolve_layer(_default_layer(generator) if layer is None else layer)
+    settings = PaintSettings(
+        layer=layer_info.index, tau=max(1, layer_info.channels // 4) if tau is None else tau, mode=mode,
+        brush=brush.tolist() if isinstance(brush, torch.Tensor) else brush, m=m, p=p, channel_cost=channel_cost,
+        sigma=sigma, min_response=min_response, max_strokes=max_strokes, max_coverage=max_coverage,
+        planner=planner if isinstance(planner, str) or planner is None else getattr(planner, "name", "custom"),
+        planner_options=dict(planner_options or {}), order=order, skip_background=skip_background,
+        first_labels=tuple(first_labels), last_labels=tuple(last_labels), reverse_order=reverse_order,
+        frames=DEFAULT_FRAMES if frames is None and every is None else frames, every=every, seed=seed,
+        backend=backend, preview_size=preview_size, background=parse_background(background),
+        step_fill=step_fill, frame_batch=frame_batch,
+    )
+    _check_settings(settings, layer_info, inputs.device)
+    estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
+
+    content_image = _content_image(generator, inputs, context)
+    plan = make_plan(content_image, planner, settings)
+    painted, flush_kept, log = _paint_regions(generator, inputs, context, layer_info, plan, settings,
+                                              condition or {}, weights, verbose)
+    return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
+                   estimate, started, verbose)
+
+
+def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str | None = None,
+           device: str | torch.device | None = None, verbose: bool = False) -> PaintResult:
+    """Re-render a painting from its stroke log (plus the generator, loaded by the logged name).
+
+    The strokes are not searched again: the element order of the log decides the mask of every
+    frame, and the painted values come from re-encoding the logged step images. On the same machine
+    the frames and the final image equal those of the original run.
+    """
+    started = time.perf_counter()
+    try:
+        settings = PaintSettings(**log.settings)
+    except TypeError as error:  # a log written with other settings than this version has
+        raise PaintingError(f"the stroke log's settings do not fit this version of cpia_cuda: {error}") from None
+    generator = _resolve_generator(log.generator if generator is None else generator, weights or log.weights, device)
+    inputs = _prepare_inputs(log.content, generator)
+    context = _make_context(generator, log.condition, inputs)
+    layer_info = generator.resolve_layer(log.layer)
+    content_image = _content_image(generator, inputs, context)
+    plan = [Region(mask=mask, label=label, score=score)
+            for mask, label, score in zip(log.region_masks, log.region_labels, log.region_scores)]
+    order = log.order.to(inputs.device)
+    ranges = log.region_stroke_ranges()
+
+    def step(index: int, activation: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        start, stop = ranges[index]
+        return (order >= start) & (order < stop)
+
+    painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, verbose)
+    return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings, None,
+                   started, verbose)
+
+
+# ---------------------------------------------------------------------------------------------
+# set-up
+
+
+def _resolve_generator(generator: str | Generator, weights: str | None,
+                       device: str | torch.device | None) -> Generator:
+    if isinstance(generator, str):
+        return load_generator(generator, weights=weights, device=device or "cpu")
+    if not isinstance(generator, Generator):
+        raise PaintingError(f"generator must be a registry name or a Generator, got {type(generator).__name__}")
+    return generator.to(device) if device is not None else generator
+
+
+def _generator_device(generator: Generator) -> torch.device:
+    parameter = next(generator.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _prepare_inputs(content: torch.Tensor, generator: Generator) -> torch.Tensor:
+    """``content`` as a batch of one on the generator's device: (1, 3, H, W) image or (1, z_dim) latent."""
+    if not isinstance(content, torch.Tensor):
+        raise PaintingError(f"content must be a torch.Tensor, got {type(content).__name__}")
+    expected_dims = 3 if generator.input_kind == "image" else 1
+    if content.dim() == expected_dims:
+        content = content.unsqueeze(0)
+    if content.dim() != expected_dims + 1 or content.shape[0] != 1:
+        what = "an image (3, H, W) or (1, 3, H, W)" if expected_dims == 3 else "a latent (z_dim,) or (1, z_dim)"
+        raise PaintingError(f"{generator.name} paints {what}, got a tensor of shape {tuple(content.shape)}")
+    if not content.is_floating_point():
+        raise PaintingError(f"content must be a float tensor, got {content.dtype}")
+    return content.to(device=_generator_device(generator), dtype=torch.float32)
+
+
+def _make_context(generator: Generator, condition: dict[str, Any], inputs: torch.Tensor) -> Any:
+    condition = {k: v.to(inputs.device) if isinstance(v, torch.Tensor) else v for k, v in condition.items()}
+    if generator.input_kind != "image":
+        condition["inputs"] = inputs
+    try:
+        return generator.make_context(**condition)
+    except TypeError as error:  # a keyword make_context does not take
+        raise PaintingError(f"{generator.name}: condition {sorted(condition)} does not fit make_context: "
+                            f"{error}") from None
+
+
+def _default_layer(generator: Generator) -> int:
+    layers = list(generator.layers())
+    return layers[len(layers) // 2].index
+
+
+def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device) -> None:
+    """Validate the pipeline's own settings, then the op's by a call on a (C, 1, 1) zero activation
+    (so the messages are the op's own and nothing is checked twice)."""
+    if settings.mode not in MODES:
+        raise PaintingError(f"mode must be one of {MODES}, got {settings.mode!r}")
+    if settings.step_fill not in STEP_FILLS:
+        raise PaintingError(f"step_fill must be one of {STEP_FILLS}, got {settings.step_fill!r}")
+    if settings.frames is not None and settings.every is not None:
+        raise PaintingError("give frames= or every=, not both")
+    for name in ("frames", "every", "preview_size", "frame_batch"):
+        value = getattr(settings, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise PaintingError(f"{name} must be an int >= 1, got {value!r}")
+    probe = torch.zeros((layer.channels, 1, 1), device=device)
+    if settings.mode == "flush":
+        channel_flush(probe, settings.tau, backend=settings.backend)
+    else:
+        channel_stroke(probe, settings.tau, **settings.stroke_options())
+
+
+def _check_memory(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
+                  settings: PaintSettings, verbose: bool) -> MemoryEstimate:
+    full = tuple(inputs.shape[-2:]) if generator.input_kind == "image" else None
+    preview_ratio = 1.0
+    if full is not None:
+        preview = preview_shape(full, settings.preview_size)
+        preview_ratio = (preview[0] * preview[1]) / (full[0] * full[1])
+    estimate = estimate_memory(generator, inputs, context, layer, preview_ratio, settings.frame_batch)
+    if verbose:
+        print(estimate.describe())
+    if not estimate.fits:
+        raise PaintingError(f"this painting does not fit: {estimate.describe()}; use a smaller image, a "
+                            f"smaller --preview-size, or a device with more memory")
+    return estimate
+
+
+@torch.no_grad()
+def _content_image(generator: Generator, inputs: torch.Tensor, context: Any) -> torch.Tensor:
+    """The image (3, H, W) that is planned and painted: the input, or what a GAN generates from it."""
+    if generator.input_kind == "image":
+        return inputs[0]
+    return generator.forward(inputs, context)[0].to(torch.float32).clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def make_plan(image: torch.Tensor, planner: str | Planner | None, settings: PaintSettings) -> list[Region]:
+    """Regions of ``image`` (3, H, W) in painting order, overlaps resolved, background added unless skipped.
+
+    ``planner=None`` plans one region, the whole image. An image larger than ``PLAN_MAX_SIDE`` is
+    planned on an area-downscaled copy and the masks are brought back by nearest upsampling
+    (segmenting 16 M pixels costs minutes and gigabytes, and regions need no finer outline).
+    """
+    shape = tuple(image.shape[-2:])
+    if planner is None:
+        regions = [Region(mask=torch.ones(shape, dtype=torch.bool), label=WHOLE_IMAGE_LABEL, score=1.0)]
+    else:
+        if isinstance(planner, str):
+            planner = make_planner(planner, **_planner_options(planner, settings))
+        planned_on = _downscale_for_planning(image.detach().cpu())
+        regions = [Region(mask=_upscale_mask(r.mask.cpu(), shape), label=r.label, score=float(r.score))
+                   for r in planner.plan(planned_on)]
+    ordered = order_regions(regions, settings.order, skip_background=settings.skip_background,
+                            last_labels=tuple(settings.last_labels), first_labels=tuple(settings.first_labels),
+                            reverse=settings.reverse_order, shape=shape)
+    plan = resolve_overlaps(ordered)
+    if not plan:
+        raise PaintingError("the plan has no region to paint (the planner found nothing and the background "
+                            "is skipped)")
+    return plan
+
+
+def _downscale_for_planning(image: torch.Tensor) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    if max(height, width) <= PLAN_MAX_SIDE:
+        return image
+    scale = PLAN_MAX_SIDE / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(image[None], size=size, mode="area")[0].clamp(0.0, 1.0)
+
+
+def _upscale_mask(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    if tuple(mask.shape) == shape:
+        return mask
+    return F.interpolate(mask[None, None].to(torch.uint8), size=shape, mode="nearest")[0, 0].bool()
+
+
+def _planner_options(name: str, settings: PaintSettings) -> dict[str, Any]:
+    """The user's planner options, plus ``seed`` when the planner takes one and none was given."""
+    options = dict(settings.planner_options)
+    if name in PLANNERS and "seed" not in options:
+        module, class_name = PLANNERS[name]
+        planner_class = getattr(importlib.import_module(module), class_name)
+        if "seed" in inspect.signature(planner_class).parameters:
+            options["seed"] = settings.seed
+    return options
+
+
+def regions_at_layer(masks: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """Region masks (R, H, W) at image resolution -> (R, h, w) on the layer grid.
+
+    Each layer cell goes to the region that covers the largest fraction of the image pixels under it
+    (area-average downsampling), ties to the region first in plan order; a cell mostly covered by no
+    region (possible only when the background is skipped) belongs to none. So the layer masks
+    partition the grid like the image masks partition the image.
+    """
+    fractions = F.interpolate(masks.to(torch.float32).unsqueeze(0), size=tuple(grid), mode="area")[0]
+    uncovered = (1.0 - fractions.sum(0, keepdim=True)).clamp_(min=0.0)
+    owner = torch.cat([fractions, uncovered]).argmax(0)  # argmax returns the first maximum
+    return owner.unsqueeze(0) == torch.arange(masks.shape[0], device=owner.device).view(-1, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# painting
+
+
+def step_image(image: torch.Tensor, mask: torch.Tensor, fill: str, background: Sequence[float]) -> torch.Tensor:
+    """The step image of a region: ``image`` (1, 3, H, W) inside ``mask`` (H, W), filled outside.
+
+    ``fill``: ``"mean"`` the region's mean colour (no edge at the region border for the convolutions
+    to respond to, and the instance norms see the region's own colours), ``"background"`` the paper
+    colour, ``"none"`` the image unchanged.
+    """
+    if fill == "none":
+        return image
+    mask = mask.to(image.device)
+    if fill == "mean":
+        colour = image[0][:, mask].mean(dim=1)
+    else:
+        colour = torch.tensor(list(background), dtype=image.dtype, device=image.device)
+    return torch.where(mask, image, colour.view(1, 3, 1, 1))
+
+
+@torch.no_grad()
+def _step_activations(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
+                      plan: Sequence[Region], settings: PaintSettings) -> Iterator[tuple[int, torch.Tensor]]:
+    """(region index, activation (C, h, w)) for each region in plan order.
+
+    A GAN, or ``step_fill="none"``, has one activation for all regions: it is encoded once.
+    """
+    shared = None
+    for index, region in enumerate(plan):
+        if generator.input_kind != "image" or settings.step_fill == "none":
+            if shared is None:
+                shared = generator.encode(inputs, layer.index, context)[0].to(torch.float32)
+            yield index, shared
+        else:
+            step = step_image(inputs, region.mask, settings.step_fill, settings.background)
+            yield index, generator.encode(step, layer.index, context)[0].to(torch.float32)
+
+
+def _progress(total: int, description: str, enabled: bool):
+    """A tqdm bar on stderr when enabled and tqdm is installed, else a silent stand-in."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=description, file=sys.stderr, leave=False)
+        except ImportError:
+            pass
+    return _SilentProgress()
+
+
+class _SilentProgress:
+    def update(self, count: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **values: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer, plan: Sequence[Region],
+                settings: PaintSettings, step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor],
+                verbose: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed the step images in plan order and accumulate the painting.
+
+    ``step(index, activation, allowed)`` returns the bool (C, h, w) elements that step painted; they take
+    their values from that step's activation. Alongside, a channel flush with the same tau runs on each
+    step (the comparison of the paper's Fig. 3). Returns (painted activation, flush-kept mask).
+    """
+    painted = kept = allowed_masks = None
+    progress = _progress(len(plan), "painting regions", verbose)
+    for index, activation in _step_activations(generator, inputs, context, layer, plan, settings):
+        if painted is None:
+            painted = torch.zeros_like(activation)
+            kept = torch.zeros(activation.shape, dtype=torch.bool, device=activation.device)
+            masks = torch.stack([region.mask for region in plan])
+            allowed_masks = regions_at_layer(masks, activation.shape[-2:]).to(activation.device)
+        new = step(index, activation, allowed_masks[index])
+        painted = torch.where(new, activation, painted)
+        kept |= channel_flush(activation, settings.tau, allowed=allowed_masks[index], backend=settings.backend)
+        progress.update(1)
+    progress.close()
+    return painted, kept
+
+
+def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
+                   plan: Sequence[Region], settings: PaintSettings, condition: dict[str, Any],
+                   weights: str | None, verbose: bool) -> tuple[torch.Tensor, torch.Tensor, StrokeLog]:
+    """Stroke (or flush) every step image; return the painted activation, the flush mask and the log."""
+    order = None
+    rows, stop_reasons = [], []
+
+    def step(index: int, activation: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        nonlocal order
+        if order is None:
+            order = torch.full(activation.shape, -1, dtype=torch.int32, device=activation.device)
+        offset = sum(len(r) for r in rows)
+        step_order, records, reason = _paint_step(activation, allowed, order >= 0, settings)
+        new = step_order >= 0
+        order = torch.where(new, step_order + offset, order)
+        region_column = torch.full((records.shape[0], 1), index, dtype=torch.int32)
+        rows.append(torch.cat([region_column, records.cpu().to(torch.int32)], dim=1))
+        stop_reasons.append(reason)
+        return new
+
+    painted, kept = _walk_steps(generator, inputs, context, layer, plan, settings, step, verbose)
+    log = StrokeLog(
+        order=order.cpu(), strokes=torch.cat(rows), region_masks=torch.stack([r.mask.cpu() for r in plan]),
+        region_labels=[r.label for r in plan], region_scores=[float(r.score) for r in plan],
+        stop_reasons=stop_reasons,
+        content=(inputs[0] if generator.input_kind == "image" else inputs).detach().cpu(),
+        generator=generator.name, weights=None if weights is None else str(weights),
+        condition={k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in condition.items()},
+        layer=layer.index, layer_name=layer.name, settings=settings.to_json(), frame_strokes=[],
+    )
+    return painted, kept, log
+
+
+def _paint_step(activation: torch.Tensor, allowed: torch.Tensor, painted: torch.Tensor,
+                settings: PaintSettings) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """One step image: (stroke order of the step, its (S, 5) stroke records, stop reason).
+
+    A flush is one action: every element it keeps that is not painted yet gets index 0, recorded as
+    ``(-1, -1, -1, elements, tau)``.
+    """
+    if settings.mode == "stroke":
+        result = channel_stroke(activation, settings.tau, allowed=allowed, init_mask=painted,
+                                **settings.stroke_options())
+        return result.order, result.strokes, result.stop_reason
+    kept = channel_flush(activation, settings.tau, allowed=allowed, backend=settings.backend) & ~painted
+    count = int(kept.sum())
+    step_order = torch.where(kept, 0, -1).to(torch.int32)
+    records = torch.tensor([[-1, -1, -1, count, settings.tau]] if count else [], dtype=torch.int32).view(-1, 5)
+    return step_order, records, "flush"
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def channel_coverage(mask: torch.Tensor) -> torch.Tensor:
+    """Per channel, the fraction of layer locations where ``mask`` (C, h, w) is on (paper Fig. 3)."""
+    return mask.to(torch.float32).mean(dim=(1, 2))
+
+
+def _finish(generator: Generator, context: Any, layer: Layer, log: StrokeLog, painted: torch.Tensor,
+            flush_kept: torch.Tensor, plan: list[Region], content_image: torch.Tensor, settings: PaintSettings,
+            estimate: MemoryEstimate | None, started: float, verbose: bool) -> PaintResult:
+    """Render the final image, the frames and the stroke maps of a painted activation."""
+    order = log.order.to(painted.device)
+    renderer = CanvasRenderer(generator=generator, layer=layer, context=context, tau=settings.tau,
+                              background=tuple(settings.background), image_size=tuple(content_image.shape[-2:]))
+    image = renderer.render_full(painted, order >= 0).cpu()
+    log.frame_strokes = frame_thresholds(log.num_strokes, settings.frames, settings.every)
+    progress = _progress(len(log.frame_strokes), "rendering frames", verbose)
+    frames = renderer.render_frames(painted, order, log.frame_strokes, settings.preview_size,
+                                    settings.frame_batch, progress=progress.update)
+    progress.close()
+    stroke_maps = render_stroke_maps(order, log.frame_strokes, settings.tau, tuple(frames.shape[-2:]))
+    return PaintResult(
+        image=image, frames=frames, stroke_maps=stroke_maps, log=log, plan=plan, content=content_image.cpu(),
+        coverage=channel_coverage(log.order >= 0), coverage_flush=channel_coverage(flush_kept).cpu(),
+        memory=estimate, seconds=time.perf_counter() - started,
+    )

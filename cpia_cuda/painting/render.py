@@ -1,0 +1,220 @@
+"""Rendering: a painted activation through the rest of the generator, composited on paper.
+
+The canvas of a mask ``M`` (bool (C, h, w) at the operating layer) is
+
+    out    = decode(Y_painted * M)                       # the rest of the generator (paper Fig. 4)
+    alpha  = upsample(stroke_opacity(M.sum(0), tau))     # the post-generator mask (Sec. 3.4, Sec. 4)
+    canvas = lerp(background, out, alpha)
+
+``stroke_opacity`` is ``min(1, count / tau)``: a location is fully opaque once it holds tau stroked
+channels and fades linearly with fewer ("the mask opacity increases as the location collects more
+stroked channels", Sec. 4). ``torch.lerp`` returns ``out`` exactly where alpha is 1, so ``tau = C``
+with every channel stroked gives back the generator's plain output.
+
+Progressive frames are rendered at a preview size. For fully convolutional (image-to-image)
+generators the masked activation is area-downsampled to the preview's layer grid and decoded there
+(cheap, so a 4096 px painting can show 512 px frames); a GAN has a fixed activation size, so its
+frames are decoded at full size and the canvas is resized.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..generators.base import Generator, Layer
+
+DEFAULT_PREVIEW_SIZE = 512
+Color = tuple[float, float, float]
+
+
+def parse_background(background: Any) -> Color:
+    """``"white"``, any colour name or ``#rrggbb`` PIL knows, or an (r, g, b) of floats in [0, 1]."""
+    if isinstance(background, str):
+        from PIL import ImageColor
+
+        try:
+            rgb = ImageColor.getrgb(background)
+        except ValueError:
+            raise ValueError(f"background must be a colour name, #rrggbb or (r, g, b) in [0, 1], "
+                             f"got {background!r}") from None
+        return tuple(channel / 255.0 for channel in rgb[:3])  # type: ignore[return-value]
+    try:
+        rgb = tuple(float(channel) for channel in background)
+    except TypeError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0.0 <= channel <= 1.0 for channel in rgb):
+        raise ValueError(f"background must be a colour name, #rrggbb or (r, g, b) in [0, 1], got {background!r}")
+    return rgb  # type: ignore[return-value]
+
+
+def stroke_opacity(count: torch.Tensor, tau: int) -> torch.Tensor:
+    """Opacity of the post-generator mask: ``min(1, count / tau)`` per location (float32)."""
+    return (count.to(torch.float32) / float(tau)).clamp_(0.0, 1.0)
+
+
+def frame_thresholds(total_strokes: int, frames: int | None = None, every: int | None = None) -> list[int]:
+    """Stroke counts after which a frame is taken; the last is always ``total_strokes``.
+
+    ``every=k``: after k, 2k, ... strokes (and the end). ``frames=F``: F counts spread evenly,
+    ``ceil(i * total / F)`` for i = 1..F, duplicates dropped (fewer frames than F when there are
+    fewer strokes). With no stroke at all there is one (blank) frame.
+    """
+    if (frames is None) == (every is None):
+        raise ValueError("give exactly one of frames= or every=")
+    if every is not None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        counts = list(range(every, total_strokes, every))
+    else:
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        counts = [math.ceil(i * total_strokes / frames) for i in range(1, frames)]
+    return sorted(set(counts) | {total_strokes})
+
+
+def frame_mask(order: torch.Tensor, strokes_done: int) -> torch.Tensor:
+    """Bool like ``order``: the elements painted by the first ``strokes_done`` strokes."""
+    return (order >= 0) & (order < strokes_done)
+
+
+def preview_shape(size: Sequence[int], preview_size: int | None) -> tuple[int, int]:
+    """(H, W) scaled so that the long side is at most ``preview_size`` (never enlarged)."""
+    height, width = int(size[0]), int(size[1])
+    limit = DEFAULT_PREVIEW_SIZE if preview_size is None else int(preview_size)
+    scale = min(1.0, limit / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def channel_palette(channels: int) -> torch.Tensor:
+    """(C, 3) distinct colours, one per channel: hues spaced by the golden ratio."""
+    golden = 0.6180339887498949
+    colours = [colorsys.hsv_to_rgb((c * golden) % 1.0, 0.75, 0.9) for c in range(channels)]
+    return torch.tensor(colours, dtype=torch.float32)
+
+
+def _fit(images: torch.Tensor, size: tuple[int, int], cell: tuple[float, float]) -> torch.Tensor:
+    """Bring decoder output to ``size``: crop the bottom/right excess of less than one layer cell
+    (a fully convolutional decoder rounds sizes up to its stride), else resize (antialiased)."""
+    height, width = images.shape[-2:]
+    excess = (height - size[0], width - size[1])
+    if 0 <= excess[0] < max(cell[0], 1.0) and 0 <= excess[1] < max(cell[1], 1.0):
+        return images[..., : size[0], : size[1]]
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+
+
+def _cell(grid: Sequence[int], output: Sequence[int]) -> tuple[float, float]:
+    """Output pixels per layer cell, (rows, cols)."""
+    return output[0] / grid[0], output[1] / grid[1]
+
+
+def batch_context(context: Any, batch: int) -> Any:
+    """The context for a batch of ``batch`` activations.
+
+    Style contexts hold one row that serves any batch. Contexts that carry the network inputs (a GAN's
+    noise z, a hooked module's inputs) need one row per image: those rows are repeated.
+    """
+    inputs = getattr(context, "inputs", None)
+    if not isinstance(inputs, torch.Tensor) or inputs.shape[0] == batch:
+        return context
+    return dataclasses.replace(context, inputs=inputs[:1].expand(batch, *inputs.shape[1:]))
+
+
+@dataclass
+class CanvasRenderer:
+    """Decodes painted activations of one generator split at ``layer`` and composites them.
+
+    ``image_size`` is the (H, W) of the finished painting (the content image for style networks,
+    the generated image for GANs).
+    """
+
+    generator: Generator
+    layer: Layer
+    context: Any
+    tau: int
+    background: Color
+    image_size: tuple[int, int]
+
+    @property
+    def fully_convolutional(self) -> bool:
+        return self.generator.input_kind == "image"
+
+    def _background(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(self.background, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def composite(self, activation: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """Decode ``activation`` (N, C, h, w), already masked, and lay it on the background with the
+        opacity of ``count`` (N, h, w) stroked channels per location. Returns (N, 3, Ho, Wo)."""
+        decoded = self.generator.decode(activation, self.layer.index, batch_context(self.context, activation.shape[0]))
+        decoded = decoded.to(torch.float32).clamp(0.0, 1.0)
+        alpha = stroke_opacity(count, self.tau).unsqueeze(1)
+        # bilinear: soft stroke edges; the output grid is an integer multiple of the layer grid
+        alpha = F.interpolate(alpha, size=decoded.shape[-2:], mode="bilinear", align_corners=False).clamp_(0, 1)
+        return torch.lerp(self._background(decoded).expand_as(decoded), decoded, alpha)
+
+    @torch.no_grad()
+    def render_full(self, painted: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The canvas (3, H, W) at full resolution for ``painted`` (C, h, w) under ``mask`` (C, h, w)."""
+        activation = (painted * mask).unsqueeze(0)
+        canvas = self.composite(activation, mask.sum(0, keepdim=True))
+        return _fit(canvas, self.image_size, _cell(mask.shape[-2:], canvas.shape[-2:]))[0]
+
+    @torch.no_grad()
+    def render_frames(self, painted: torch.Tensor, order: torch.Tensor, thresholds: Sequence[int],
+                      preview_size: int | None, batch_size: int = 8, progress=None) -> torch.Tensor:
+        """Canvases (F, 3, ph, pw) after each stroke count in ``thresholds``, at the preview size.
+
+        Frames are decoded ``batch_size`` at a time; each frame's masked activation is built (and, for
+        a fully convolutional generator, area-downsampled) on its own, so only one full-size masked
+        activation exists at a time.
+        """
+        target = preview_shape(self.image_size, preview_size)
+        scale = target[0] / self.image_size[0]
+        grid = tuple(order.shape[-2:])
+        shrink = self.fully_convolutional and scale < 1.0
+        small_grid = (math.ceil(grid[0] * scale), math.ceil(grid[1] * scale)) if shrink else grid
+        canvases = []
+        for start in range(0, len(thresholds), batch_size):
+            activations, counts = [], []
+            for strokes_done in thresholds[start:start + batch_size]:
+                mask = frame_mask(order, strokes_done)
+                activation, count = painted * mask, mask.sum(0, keepdim=True).to(torch.float32)
+                if shrink:
+                    activation = F.interpolate(activation.unsqueeze(0), size=small_grid, mode="area")[0]
+                    count = F.interpolate(count.unsqueeze(0), size=small_grid, mode="area")[0]
+                activations.append(activation)
+                counts.append(count[0])
+            canvas = self.composite(torch.stack(activations), torch.stack(counts))
+            canvases.append(_fit(canvas, target, _cell(small_grid, canvas.shape[-2:])).cpu())
+            if progress is not None:
+                progress(len(activations))
+        return torch.cat(canvases)
+
+
+@torch.no_grad()
+def render_stroke_maps(order: torch.Tensor, thresholds: Sequence[int], tau: int, size: tuple[int, int],
+                       background: Color = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """Stroke-map frames (F, 3, H, W): which channel painted each location, and how much.
+
+    At each layer location the colour is that of the channel (:func:`channel_palette`) of the latest
+    stroke that reached it, the opacity is :func:`stroke_opacity` of its stroked channels; nearest
+    upsampling keeps the layer cells visible.
+    """
+    palette = channel_palette(order.shape[0]).to(order.device)
+    paper = torch.tensor(background, dtype=torch.float32, device=order.device).view(3, 1, 1)
+    maps = []
+    for strokes_done in thresholds:
+        on = frame_mask(order, strokes_done)
+        latest, channel = torch.where(on, order, -1).max(dim=0)
+        colour = palette[channel].permute(2, 0, 1)
+        alpha = stroke_opacity(on.sum(0), tau) * (latest >= 0)
+        maps.append(torch.lerp(paper.expand_as(colour), colour, alpha.unsqueeze(0)))
+    stacked = torch.stack(maps) if maps else torch.zeros((0, 3) + tuple(order.shape[-2:]))
+    return F.interpolate(stacked, size=size, mode="nearest").cpu()

@@ -1,0 +1,173 @@
+"""The stroke log: everything needed to re-render a painting, frame by frame.
+
+A log is two files with one stem: ``stroke_log.json`` (parameters, plan labels and scores, generator
+name, weights path and condition, versions, frame stroke counts) and ``stroke_log.npz`` (arrays):
+
+| NPZ key | content |
+|---|---|
+| ``order`` | int32 (C, h, w): global index of the stroke that switched each layer element on, -1 never |
+| ``strokes`` | int32 (S, 6): ``region, channel, row, col, pixels_switched_on, channels_in_stroke`` per stroke, in painting order (flush actions have channel/row/col -1) |
+| ``region_masks`` | the plan: bool (R, H, W) at image resolution, bit-packed along W (``np.packbits``) |
+| ``content`` | the content image (3, H, W) as uint8 when that is exact, else float32; a GAN's latent z |
+| ``condition.<name>`` | tensor-valued generator conditions (a style image) |
+
+``order`` is the painting: the canvas after k strokes is rendered from ``0 <= order < k``. The values
+of the painted activation are recomputed from the content, the plan and the generator (each element
+takes the value of the step image of the region its stroke belongs to).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STROKE_COLUMNS = ("region", "channel", "row", "col", "pixels", "channels")
+LOG_FORMAT = "cpia-stroke-log/1"
+_TENSOR_TAG = "__tensor__"
+
+
+@dataclass
+class StrokeLog:
+    """A replayable record of one painting (see the module docstring for the file layout)."""
+
+    order: torch.Tensor
+    strokes: torch.Tensor
+    region_masks: torch.Tensor
+    region_labels: list[str]
+    region_scores: list[float]
+    stop_reasons: list[str]
+    content: torch.Tensor
+    generator: str
+    weights: str | None
+    condition: dict[str, Any]
+    layer: int
+    layer_name: str
+    settings: dict[str, Any]
+    frame_strokes: list[int]
+    versions: dict[str, str] = field(default_factory=lambda: current_versions())
+
+    @property
+    def num_strokes(self) -> int:
+        return int(self.strokes.shape[0])
+
+    def region_stroke_ranges(self) -> list[tuple[int, int]]:
+        """[start, stop) of the global stroke indices of each region (strokes are in region order)."""
+        counts = torch.bincount(self.strokes[:, 0].long(), minlength=len(self.region_labels)).tolist()
+        ranges, start = [], 0
+        for count in counts:
+            ranges.append((start, start + count))
+            start += count
+        return ranges
+
+    # -- serialisation -----------------------------------------------------------------------------
+
+    def npz_bytes(self) -> bytes:
+        arrays = {
+            "order": self.order.cpu().numpy().astype(np.int32),
+            "strokes": self.strokes.cpu().numpy().astype(np.int32).reshape(-1, len(STROKE_COLUMNS)),
+            "region_masks": np.packbits(self.region_masks.cpu().numpy().astype(bool), axis=-1),
+            "content": _compact_content(self.content),
+        }
+        for name, value in self.condition.items():
+            if isinstance(value, torch.Tensor):
+                arrays[f"condition.{name}"] = value.detach().cpu().numpy()
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
+
+    def json_text(self, npz_name: str) -> str:
+        document = {
+            "format": LOG_FORMAT,
+            "npz": npz_name,
+            "generator": {"name": self.generator, "weights": self.weights,
+                          "condition": {k: _TENSOR_TAG if isinstance(v, torch.Tensor) else v
+                                        for k, v in self.condition.items()}},
+            "layer": {"index": self.layer, "name": self.layer_name, "shape": list(self.order.shape)},
+            "settings": self.settings,
+            "content": {"shape": list(self.content.shape), "kind": "latent" if self.content.dim() != 3 else "image"},
+            "plan": [{"label": label, "score": score, "stop_reason": reason, "strokes": stop - start}
+                     for label, score, reason, (start, stop) in
+                     zip(self.region_labels, self.region_scores, self.stop_reasons, self.region_stroke_ranges())],
+            "region_mask_shape": list(self.region_masks.shape),
+            "num_strokes": self.num_strokes,
+            "stroke_columns": list(STROKE_COLUMNS),
+            "frame_strokes": self.frame_strokes,
+            "versions": self.versions,
+        }
+        return json.dumps(document, indent=2) + "\n"
+
+
+def current_versions() -> dict[str, str]:
+    from .. import __version__
+
+    return {"cpia_cuda": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _compact_content(content: torch.Tensor) -> np.ndarray:
+    """uint8 when ``content`` is exactly ``uint8 / 255`` (how images are loaded), else float32."""
+    content = content.detach().cpu().to(torch.float32)
+    if content.dim() == 3:
+        as_bytes = (content * 255.0).round().clamp(0, 255).to(torch.uint8)
+        if torch.equal(as_bytes.to(torch.float32) / 255.0, content):
+            return as_bytes.numpy()
+    return content.numpy()
+
+
+def _expand_content(array: np.ndarray) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.to(torch.float32) / 255.0 if tensor.dtype == torch.uint8 else tensor
+
+
+def log_paths(path: str | Path) -> tuple[Path, Path]:
+    """(json, npz) paths of the log named by either file (or by their common stem)."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".json", ".npz") else path
+    return stem.with_suffix(".json"), stem.with_suffix(".npz")
+
+
+def load_stroke_log(path: str | Path) -> StrokeLog:
+    """Read a log written by :func:`cpia_cuda.painting.write_outputs` (give the .json or the .npz)."""
+    json_path, npz_path = log_paths(path)
+    for needed in (json_path, npz_path):
+        if not needed.is_file():
+            raise FileNotFoundError(f"stroke log file not found: {needed}")
+    try:
+        document = json.loads(json_path.read_text())
+    except ValueError as error:
+        raise ValueError(f"{json_path} is not a cpia stroke log: not JSON ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != LOG_FORMAT:
+        raise ValueError(f"{json_path} is not a cpia stroke log (expected format {LOG_FORMAT!r})")
+    try:
+        return _read_log(document, json_path.parent / document.get("npz", npz_path.name))
+    except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{json_path}: damaged stroke log ({error!r})") from None
+
+
+def _read_log(document: dict[str, Any], npz_path: Path) -> StrokeLog:
+    with np.load(npz_path) as arrays:
+        order = torch.from_numpy(arrays["order"].astype(np.int32))
+        strokes = torch.from_numpy(arrays["strokes"].astype(np.int32))
+        height, width = document["region_mask_shape"][1:]
+        masks = np.unpackbits(arrays["region_masks"], axis=-1, count=width).astype(bool)
+        content = _expand_content(arrays["content"])
+        generator = document["generator"]
+        condition = {name: torch.from_numpy(arrays[f"condition.{name}"]) if value == _TENSOR_TAG else value
+                     for name, value in generator["condition"].items()}
+    plan = document["plan"]
+    return StrokeLog(
+        order=order, strokes=strokes, region_masks=torch.from_numpy(masks).reshape(-1, height, width),
+        region_labels=[r["label"] for r in plan], region_scores=[float(r["score"]) for r in plan],
+        stop_reasons=[r["stop_reason"] for r in plan], content=content, generator=generator["name"],
+        weights=generator["weights"], condition=condition, layer=int(document["layer"]["index"]),
+        layer_name=document["layer"]["name"], settings=document["settings"],
+        frame_strokes=[int(k) for k in document["frame_strokes"]], versions=document["versions"],
+    )

@@ -1,0 +1,114 @@
+"""The cpia command, called as cpia_cuda.cli.main([...]) with temporary folders."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cpia_cuda.cli import main
+from cpia_cuda.generators import load_generator
+from cpia_cuda.generators.base import GeneratorError
+
+FAST = ["--layer", "5", "--tau", "8", "--max-strokes", "40", "--frames", "3"]
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("images") / "astronaut.png"
+    Image.fromarray(data.astronaut()).resize((64, 64), Image.Resampling.BOX).save(path)
+    return path
+
+
+def test_demo_runs_with_a_reduced_size_and_prints_a_summary(tmp_path, capsys):
+    assert main(["demo", "--size", "48", "-o", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "strokes over" in out and "stop reasons:" in out and "time:" in out and "wrote" in out
+    for name in ("painting.png", "progress.gif", "stroke_map.gif", "stroke_log.json", "coverage.json"):
+        assert (tmp_path / "demo" / name).is_file()
+    assert Image.open(tmp_path / "demo" / "painting.png").size == (48, 48)
+
+
+def test_paint_refuses_to_overwrite_then_overwrites_and_replays_identically(image_file, tmp_path, capsys):
+    out = tmp_path / "painted"
+    assert main(["paint", str(image_file), "--style", "2", *FAST, "-o", str(out)]) == 0
+    first = (out / "progress.gif").read_bytes()
+
+    assert main(["paint", str(image_file), "--style", "2", *FAST, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "exists already" in err and "--overwrite" in err and "Traceback" not in err
+    assert (out / "progress.gif").read_bytes() == first
+
+    assert main(["paint", str(image_file), "--style", "2", *FAST, "--overwrite", "-o", str(out)]) == 0
+    assert (out / "progress.gif").read_bytes() == first  # same seed, same output
+
+    again = tmp_path / "replayed"
+    assert main(["replay", str(out / "stroke_log.json"), "-o", str(again)]) == 0
+    for name in ("painting.png", "progress.gif", "stroke_map.gif"):
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_paint_options_reach_the_pipeline(image_file, tmp_path):
+    out = tmp_path / "flush"
+    assert main(["paint", str(image_file), "--mode", "flush", "--layer", "res.1", "--tau", "4", "--planner", "none",
+                 "--every", "1", "--preview-size", "32", "--background", "black", "-o", str(out)]) == 0
+    import json
+
+    log = json.loads((out / "stroke_log.json").read_text())
+    assert log["settings"]["mode"] == "flush" and log["layer"]["index"] == 4 and log["settings"]["tau"] == 4
+    assert [region["label"] for region in log["plan"]] == ["image"]
+    assert log["settings"]["background"] == [0.0, 0.0, 0.0]
+    assert Image.open(out / "stroke_map.png").size == (32, 32)
+
+
+def test_layers_prints_the_layer_table(capsys):
+    assert main(["layers", "--size", "64", "96"]) == 0
+    out = capsys.readouterr().out
+    assert "res.0" in out and "(32, 16, 24)" in out and "expand.1" in out
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["paint", "no-such-image.png"], "image not found: no-such-image.png"),
+    (["paint", "IMAGE", "--generator", "no-such-net"], "unknown generator 'no-such-net'"),
+    (["paint", "IMAGE", "--layer", "42"], "not an operable layer"),
+    (["paint", "IMAGE", "--m", "1.5"], "m must be in (0, 1]"),
+    (["paint", "IMAGE", "--tau", "33"], "tau must be in"),
+    (["paint", "IMAGE", "--style", "99"], "style must be an int in 0..25"),
+    (["replay", "missing/stroke_log.json", "-o", "x"], "stroke log file not found"),
+])
+def test_errors_print_one_line_and_exit_with_status_2(arguments, message, image_file, tmp_path, capsys):
+    arguments = [str(image_file) if a == "IMAGE" else a for a in arguments]
+    assert main(arguments + ["-o", str(tmp_path / "out")] if arguments[0] == "paint" else arguments) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cpia: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_command_line_exits_with_status_2(capsys):
+    assert main(["paint"]) == 2
+    assert main(["paint", "x.png", "--frames", "2", "--every", "3"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_generate_paints_a_gan_sample(tmp_path):
+    try:
+        load_generator("eyes")
+    except GeneratorError as error:
+        pytest.skip(f"eye DCGAN weights unavailable: {error}")
+    out = tmp_path / "eyes"
+    assert main(["generate", "--gan", "eyes", "--keyword", "blue", "--seed", "1", "--layer", "3", "--tau", "64",
+                 "--max-strokes", "30", "--frames", "2", "-o", str(out)]) == 0
+    generated = np.asarray(Image.open(out / "generated.png"))
+    assert generated.shape == (128, 128, 3)
+    assert main(["generate", "--gan", "eyes", "--keyword", "plaid", "-o", str(tmp_path / "bad")]) == 2
+
+
+def test_python_dash_m_runs_the_command():
+    completed = subprocess.run([sys.executable, "-m", "cpia_cuda", "--help"], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert all(command in completed.stdout for command in ("paint", "generate", "layers", "replay", "demo"))

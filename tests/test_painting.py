@@ -1,0 +1,282 @@
+"""The painting pipeline: identity at tau = C, plan order, accumulation, frames, replay, outputs, memory."""
+
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cpia_cuda.generators import load_generator
+from cpia_cuda.generators.base import GeneratorError
+from cpia_cuda.painting import (PaintingError, frame_thresholds, load_stroke_log, paint, regions_at_layer, replay,
+                                write_outputs)
+from cpia_cuda.painting import outputs as outputs_module
+from cpia_cuda.painting.pipeline import step_image
+from cpia_cuda.painting.render import CanvasRenderer
+from cpia_cuda.planning.base import Planner, Region
+
+SIZE = 64
+LAYER = 5  # res.2 of multistyle26: 32 channels at H/4
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return load_generator("multistyle26")
+
+
+@pytest.fixture(scope="module")
+def image():
+    from skimage import data
+
+    astronaut = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float() / 255.0
+    return F.interpolate(astronaut[None], size=(SIZE, SIZE), mode="area")[0].clamp(0, 1)
+
+
+class HalvesPlanner(Planner):
+    """Top half (score 0.3) and bottom half (score 0.9): the score policy paints the bottom first."""
+
+    name = "halves"
+
+    def plan(self, image):
+        height, width = image.shape[-2:]
+        top = torch.zeros((height, width), dtype=torch.bool)
+        top[: height // 2] = True
+        return [Region(mask=top, label="top", score=0.3), Region(mask=~top, label="bottom", score=0.9)]
+
+
+class BottomOnlyPlanner(HalvesPlanner):
+    def plan(self, image):
+        return super().plan(image)[1:]
+
+
+def _paint(image, generator, **options):
+    settings = dict(generator=generator, condition={"style": 3}, layer=LAYER, tau=8, max_strokes=60,
+                    planner=HalvesPlanner(), frames=6)
+    settings.update(options)
+    return paint(image, **settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering identity
+
+
+@pytest.mark.parametrize("mode", ["stroke", "flush"])
+def test_tau_equal_to_channels_without_stopping_gives_the_plain_output(image, generator, mode):
+    # layer 2 (contract.2) ends in a ReLU, so with min_response = 0 nothing stops the strokes early
+    context = generator.make_context(style=3)
+    plain = generator.forward(image[None], context)[0, :, :SIZE, :SIZE]
+    result = paint(image, generator=generator, condition={"style": 3}, layer=2, tau=32, mode=mode,
+                   min_response=0.0, planner=None, step_fill="none", frames=2)
+    assert bool(result.log.order.ge(0).all())
+    torch.testing.assert_close(result.image, plain, atol=1e-5, rtol=0)
+
+
+def test_partial_painting_is_not_the_plain_output(image, generator):
+    context = generator.make_context(style=3)
+    plain = generator.forward(image[None], context)[0, :, :SIZE, :SIZE]
+    result = paint(image, generator=generator, condition={"style": 3}, layer=2, tau=4, planner=None, frames=2)
+    assert (result.image - plain).abs().max() > 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# plan order and accumulation
+
+
+def test_strokes_of_each_region_stay_inside_it_in_plan_order(image, generator):
+    result = _paint(image, generator)
+    log = result.log
+    assert log.region_labels == ["bottom", "top"]  # score order
+    regions = log.strokes[:, 0]
+    assert bool((regions[1:] >= regions[:-1]).all()), "strokes must come region by region, in plan order"
+    layer_masks = regions_at_layer(log.region_masks, log.order.shape[-2:])
+    for index, (start, stop) in enumerate(log.region_stroke_ranges()):
+        assert stop > start
+        centres = log.strokes[start:stop, 2:4].long()
+        assert bool(layer_masks[index][centres[:, 0], centres[:, 1]].all())
+        elements = (log.order >= start) & (log.order < stop)
+        assert not bool((elements & ~layer_masks[index]).any()), f"region {index} painted outside itself"
+
+
+def test_regions_at_layer_partition_the_grid():
+    masks = torch.zeros((3, 8, 8), dtype=torch.bool)
+    masks[0, :, :3] = True
+    masks[1, :, 3:6] = True
+    masks[2, :, 6:] = True
+    layer = regions_at_layer(masks, (2, 2))
+    assert torch.equal(layer.sum(0), torch.ones((2, 2), dtype=torch.long))
+    assert layer[0, :, 0].all()  # 3 of its 4 columns
+    assert layer[1, :, 1].all()  # 2 of 4 columns each for regions 1 and 2: the tie goes to the earlier region
+
+
+def test_large_images_are_planned_downscaled_with_masks_at_full_size(image, monkeypatch):
+    from cpia_cuda.painting import pipeline
+
+    seen = []
+
+    class RecordingPlanner(HalvesPlanner):
+        def plan(self, planned_on):
+            seen.append(tuple(planned_on.shape))
+            return super().plan(planned_on)
+
+    monkeypatch.setattr(pipeline, "PLAN_MAX_SIDE", 32)
+    plan = pipeline.make_plan(image, RecordingPlanner(), pipeline.PaintSettings(layer=LAYER, tau=8))
+    assert seen == [(3, 32, 32)]
+    assert [tuple(region.mask.shape) for region in plan] == [(SIZE, SIZE)] * 2
+    assert int(plan[0].mask.sum()) == int(plan[1].mask.sum()) == SIZE * SIZE // 2
+    assert not bool((plan[0].mask & plan[1].mask).any())
+
+
+def test_earlier_regions_are_kept_and_values_come_from_their_step(image, generator):
+    both = _paint(image, generator)
+    only_first = _paint(image, generator, skip_background=True, planner=BottomOnlyPlanner())
+    first_stop = both.log.region_stroke_ranges()[0][1]
+    first_elements = (both.log.order >= 0) & (both.log.order < first_stop)
+    assert torch.equal(first_elements, only_first.log.order >= 0)
+    assert int((both.log.order >= 0).sum(0).max()) <= 8  # tau holds across steps
+
+    # assemble the painted activation independently: each element from its own step image
+    context = generator.make_context(style=3)
+    layer = generator.resolve_layer(LAYER)
+    painted = torch.zeros(both.log.order.shape)
+    for region, (start, stop) in zip(both.plan, both.log.region_stroke_ranges()):
+        step = step_image(image[None], region.mask, "mean", (1.0, 1.0, 1.0))
+        activation = generator.encode(step, LAYER, context)[0]
+        painted = torch.where((both.log.order >= start) & (both.log.order < stop), activation, painted)
+    renderer = CanvasRenderer(generator, layer, context, tau=8, background=(1.0, 1.0, 1.0), image_size=(SIZE, SIZE))
+    torch.testing.assert_close(renderer.render_full(painted, both.log.order >= 0), both.image, atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# frames
+
+
+def test_frame_thresholds():
+    assert frame_thresholds(10, frames=4) == [3, 5, 8, 10]
+    assert frame_thresholds(10, every=4) == [4, 8, 10]
+    assert frame_thresholds(2, frames=5) == [1, 2]
+    assert frame_thresholds(0, frames=3) == [0]
+    with pytest.raises(ValueError, match="exactly one"):
+        frame_thresholds(10, frames=2, every=2)
+
+
+def test_frames_count_grow_monotonically_and_end_at_the_final_image(image, generator):
+    result = _paint(image, generator, frames=5)
+    assert result.frames.shape == (5, 3, SIZE, SIZE) == result.stroke_maps.shape
+    masks = [result.frame_mask(i) for i in range(5)]
+    for earlier, later in zip(masks, masks[1:]):
+        assert not bool((earlier & ~later).any()), "a frame lost paint"
+        assert int(later.sum()) > int(earlier.sum())
+    assert torch.equal(masks[-1], result.log.order >= 0)
+    torch.testing.assert_close(result.frames[-1], result.image, atol=1e-5, rtol=0)
+    assert not torch.allclose(result.frames[0], result.frames[-1])
+
+    every = _paint(image, generator, frames=None, every=25)
+    assert every.frame_strokes == list(range(25, every.num_strokes, 25)) + [every.num_strokes]
+    assert len(every.frames) == len(every.frame_strokes)
+
+
+# ---------------------------------------------------------------------------------------------
+# stroke log, replay, outputs
+
+
+def test_replay_from_the_written_log_renders_identical_frames(image, generator, tmp_path, capsys):
+    result = _paint(image, generator, mode="stroke")
+    write_outputs(result, tmp_path)
+    log = load_stroke_log(tmp_path / "stroke_log.json")
+    assert torch.equal(log.order, result.log.order) and torch.equal(log.strokes, result.log.strokes)
+    again = replay(log, generator=generator)
+    assert torch.equal(again.frames, result.frames)
+    assert torch.equal(again.stroke_maps, result.stroke_maps)
+    assert torch.equal(again.image, result.image)
+    assert torch.equal(again.coverage_flush, result.coverage_flush)
+    assert again.frame_strokes == result.frame_strokes
+
+
+def test_write_outputs_refuses_to_overwrite_and_leaves_no_temporary_files(image, generator, tmp_path, capsys):
+    result = _paint(image, generator, mode="flush", frames=2)
+    written = write_outputs(result, tmp_path)
+    names = {path.name for path in written}
+    assert {"painting.png", "progress.gif", "stroke_map.gif", "stroke_map.png", "plan.png", "stroke_log.json",
+            "stroke_log.npz", "coverage.json"} <= names
+    assert ("coverage.png" in names) == outputs_module._matplotlib_available()
+    coverage = json.loads((tmp_path / "coverage.json").read_text())
+    torch.testing.assert_close(torch.tensor(coverage["painting"]["per_channel"]), result.coverage, atol=1e-6, rtol=0)
+    assert torch.equal(result.coverage, result.coverage_flush)  # in flush mode the comparison is the painting
+    before = {path: path.read_bytes() for path in written}
+    with pytest.raises(FileExistsError, match="painting.png exists already"):
+        write_outputs(result, tmp_path)
+    assert {path: path.read_bytes() for path in written} == before
+    assert write_outputs(result, tmp_path, overwrite=True) == written
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
+
+
+def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temporary_one(tmp_path):
+    target = tmp_path / "file.bin"
+    target.write_bytes(b"old")
+
+    def write_half_then_fail(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        outputs_module.atomic_write_with(target, write_half_then_fail)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["file.bin"]
+
+
+def test_mp4_is_skipped_with_a_note_when_ffmpeg_is_missing(image, generator, tmp_path, monkeypatch):
+    monkeypatch.setattr(outputs_module, "_mp4_available", lambda: False)
+    notes = []
+    written = write_outputs(_paint(image, generator, frames=2), tmp_path, note=notes.append)
+    assert "progress.mp4" not in {path.name for path in written}
+    assert any("progress.mp4 skipped" in note for note in notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# large images and errors
+
+
+def test_a_large_image_paints_with_small_preview_frames(generator):
+    rows = torch.linspace(0, 1, 1024)
+    big = torch.stack([rows[:, None].expand(1024, 1024), rows[None, :].expand(1024, 1024),
+                       torch.full((1024, 1024), 0.5)])
+    result = paint(big, generator=generator, condition={"style": 3}, layer=LAYER, tau=8, max_strokes=20,
+                   planner=None, frames=3, preview_size=128)
+    assert result.image.shape == (3, 1024, 1024)
+    assert result.frames.shape == (3, 3, 128, 128) == result.stroke_maps.shape
+    assert result.memory is not None and result.memory.activation_shape == (32, 256, 256)
+    assert result.memory.total > 32 * 256 * 256 * 4
+
+
+def test_a_run_that_cannot_fit_is_refused_before_painting(image, generator, monkeypatch):
+    monkeypatch.setattr("cpia_cuda.painting.memory.available_memory", lambda device: 1024)
+    with pytest.raises(PaintingError, match="does not fit"):
+        _paint(image, generator)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(tau=0), "tau must be in"),
+    (dict(m=1.5), "m must be in"),
+    (dict(mode="smear"), "mode must be one of"),
+    (dict(frames=2, every=3), "frames= or every="),
+    (dict(layer=99), "not an operable layer"),
+    (dict(background="no-such-colour"), "background must be"),
+])
+def test_bad_settings_raise_clear_errors(image, generator, options, message):
+    with pytest.raises(ValueError, match=message):
+        _paint(image, generator, **options)
+
+
+def test_a_gan_is_planned_on_its_generated_image_and_tau_equal_to_channels_is_plain():
+    try:
+        eyes = load_generator("eyes")
+    except GeneratorError as error:
+        pytest.skip(f"eye DCGAN weights unavailable: {error}")
+    latent = eyes.sample_inputs(1, seed=1)
+    result = paint(latent, generator=eyes, condition={"keyword": "blue"}, layer=4, tau=128, mode="stroke",
+                   min_response=0.0, planner=HalvesPlanner(), frames=2)
+    plain = eyes.forward(latent, eyes.make_context(keyword="blue"))[0]
+    torch.testing.assert_close(result.content, plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(result.image, plain, atol=1e-5, rtol=0)  # tau = C, nothing stops
+    assert result.log.content.shape == latent.shape
