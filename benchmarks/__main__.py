@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from .end_to_end import format_end_to_end, run_end_to_end
 from .scaling import format_scaling, plot_scaling, run_scaling
 from .suite import format_table, run_suite
 
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated among reference, cpu, cuda (default: all present)")
     parser.add_argument("--quick", action="store_true", help="only the two smallest stroke cases and one flush case")
     parser.add_argument("--scaling", action="store_true", help="also sweep C, H*W, tau, brush and p")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="also paint a photo at 512 and 2048 px with the default network, timed by phase")
+    parser.add_argument("--skip-ops", action="store_true", help="skip the standard op cases")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per fused measurement (median)")
     parser.add_argument("--reference-device", default="cpu", choices=("cpu", "cuda"),
                         help="where the pure-PyTorch reference runs (speed-ups are relative to it)")
@@ -60,15 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     if args.reference_device == "cuda" and not torch.cuda.is_available():
         parser.error("--reference-device cuda: no CUDA device is available")
-    rows = run_suite(backends, quick=args.quick, repeats=args.repeats, reference_device=args.reference_device,
-                     log=lambda s: print(s, flush=True))
-    report = header + "\n" + format_table(rows) + "\n"
+    report = header + "\n"
+    if not args.skip_ops:
+        rows = run_suite(backends, quick=args.quick, repeats=args.repeats, reference_device=args.reference_device,
+                         log=lambda s: print(s, flush=True))
+        report += format_table(rows) + "\n"
     if args.scaling:
         points = run_scaling(backends, repeats=args.repeats, log=lambda s: print(s, flush=True))
         report += "\n" + format_scaling(points) + "\n"
         if args.out:
             os.makedirs(args.out, exist_ok=True)
             plot_scaling(points, os.path.join(args.out, "scaling.png"))
+    if args.end_to_end:
+        devices = tuple(d for d in ("cpu", "cuda") if d in backends and (d == "cpu" or torch.cuda.is_available()))
+        report += "\n" + format_end_to_end(run_end_to_end(devices, log=lambda s: print(s, flush=True))) + "\n"
     print()
     print(report)
     if args.out:

@@ -280,3 +280,10 @@ def test_a_gan_is_planned_on_its_generated_image_and_tau_equal_to_channels_is_pl
     torch.testing.assert_close(result.content, plain, atol=1e-6, rtol=0)
     torch.testing.assert_close(result.image, plain, atol=1e-5, rtol=0)  # tau = C, nothing stops
     assert result.log.content.shape == latent.shape
+
+
+def test_phase_timings_cover_the_run(image, generator):
+    result = _paint(image, generator)
+    assert set(result.timings) == {"plan", "encode", "strokes", "render"}
+    assert all(seconds >= 0 for seconds in result.timings.values())
+    assert sum(result.timings.values()) <= result.seconds

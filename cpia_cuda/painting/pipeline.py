@@ -19,6 +19,8 @@ re-renders a painting from it.
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib
 import inspect
 import sys
@@ -100,6 +102,24 @@ class PaintSettings:
         return document
 
 
+class PhaseTimer:
+    """Wall time per phase of a run ("plan", "encode", "strokes", "render"), device work included."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
 @dataclass
 class PaintResult:
     """A finished painting.
@@ -115,6 +135,8 @@ class PaintResult:
         coverage_flush: (C,): the same for a channel flush with the same tau on the same regions.
         memory: the memory estimate the run was checked against.
         seconds: wall time of the run.
+        timings: seconds per phase: "plan", "encode", "strokes" (strokes and the comparison flush),
+            "render" (final image, frames, stroke maps).
     """
 
     image: torch.Tensor
@@ -127,6 +149,7 @@ class PaintResult:
     coverage_flush: torch.Tensor
     memory: MemoryEstimate | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def frame_strokes(self) -> list[int]:
@@ -247,12 +270,14 @@ def paint(
     _check_settings(settings, layer_info, inputs.device)
     estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
 
-    content_image = _content_image(generator, inputs, context)
-    plan = make_plan(content_image, planner, settings)
+    timer = PhaseTimer(inputs.device)
+    with timer.phase("plan"):
+        content_image = _content_image(generator, inputs, context)
+        plan = make_plan(content_image, planner, settings)
     painted, flush_kept, log = _paint_regions(generator, inputs, context, layer_info, plan, settings,
-                                              condition or {}, weights, verbose)
+                                              condition or {}, weights, verbose, timer)
     return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
-                   estimate, started, verbose)
+                   estimate, started, verbose, timer)
 
 
 def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str | None = None,
@@ -282,9 +307,10 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         start, stop = ranges[index]
         return (order >= start) & (order < stop)
 
-    painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, verbose)
+    timer = PhaseTimer(inputs.device)
+    painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, verbose, timer)
     return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings, None,
-                   started, verbose)
+                   started, verbose, timer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,7 +540,7 @@ class _SilentProgress:
 
 def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer, plan: Sequence[Region],
                 settings: PaintSettings, step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor],
-                verbose: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                verbose: bool, timer: PhaseTimer) -> tuple[torch.Tensor, torch.Tensor]:
     """Feed the step images in plan order and accumulate the painting.
 
     ``step(index, activation, allowed)`` returns the bool (C, h, w) elements that step painted; they take
@@ -523,15 +549,22 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
     """
     painted = kept = allowed_masks = None
     progress = _progress(len(plan), "painting regions", verbose)
-    for index, activation in _step_activations(generator, inputs, context, layer, plan, settings):
-        if painted is None:
-            painted = torch.zeros_like(activation)
-            kept = torch.zeros(activation.shape, dtype=torch.bool, device=activation.device)
-            masks = torch.stack([region.mask for region in plan])
-            allowed_masks = regions_at_layer(masks, activation.shape[-2:]).to(activation.device)
-        new = step(index, activation, allowed_masks[index])
-        painted = torch.where(new, activation, painted)
-        kept |= channel_flush(activation, settings.tau, allowed=allowed_masks[index], backend=settings.backend)
+    steps = _step_activations(generator, inputs, context, layer, plan, settings)
+    while True:
+        with timer.phase("encode"):
+            next_step = next(steps, None)
+        if next_step is None:
+            break
+        index, activation = next_step
+        with timer.phase("strokes"):
+            if painted is None:
+                painted = torch.zeros_like(activation)
+                kept = torch.zeros(activation.shape, dtype=torch.bool, device=activation.device)
+                masks = torch.stack([region.mask for region in plan])
+                allowed_masks = regions_at_layer(masks, activation.shape[-2:]).to(activation.device)
+            new = step(index, activation, allowed_masks[index])
+            painted = torch.where(new, activation, painted)
+            kept |= channel_flush(activation, settings.tau, allowed=allowed_masks[index], backend=settings.backend)
         progress.update(1)
     progress.close()
     return painted, kept
@@ -539,7 +572,7 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
 
 def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
                    plan: Sequence[Region], settings: PaintSettings, condition: dict[str, Any],
-                   weights: str | None, verbose: bool) -> tuple[torch.Tensor, torch.Tensor, StrokeLog]:
+                   weights: str | None, verbose: bool, timer: PhaseTimer) -> tuple[torch.Tensor, torch.Tensor, StrokeLog]:
     """Stroke (or flush) every step image; return the painted activation, the flush mask and the log."""
     order = None
     rows, stop_reasons = [], []
@@ -557,7 +590,7 @@ def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, lay
         stop_reasons.append(reason)
         return new
 
-    painted, kept = _walk_steps(generator, inputs, context, layer, plan, settings, step, verbose)
+    painted, kept = _walk_steps(generator, inputs, context, layer, plan, settings, step, verbose, timer)
     log = StrokeLog(
         order=order.cpu(), strokes=torch.cat(rows), region_masks=torch.stack([r.mask.cpu() for r in plan]),
         region_labels=[r.label for r in plan], region_scores=[float(r.score) for r in plan],
@@ -599,8 +632,16 @@ def channel_coverage(mask: torch.Tensor) -> torch.Tensor:
 
 def _finish(generator: Generator, context: Any, layer: Layer, log: StrokeLog, painted: torch.Tensor,
             flush_kept: torch.Tensor, plan: list[Region], content_image: torch.Tensor, settings: PaintSettings,
-            estimate: MemoryEstimate | None, started: float, verbose: bool) -> PaintResult:
+            estimate: MemoryEstimate | None, started: float, verbose: bool, timer: PhaseTimer) -> PaintResult:
     """Render the final image, the frames and the stroke maps of a painted activation."""
+    with timer.phase("render"):
+        return _render(generator, context, layer, log, painted, flush_kept, plan, content_image, settings,
+                       estimate, started, verbose, timer)
+
+
+def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, painted: torch.Tensor,
+            flush_kept: torch.Tensor, plan: list[Region], content_image: torch.Tensor, settings: PaintSettings,
+            estimate: MemoryEstimate | None, started: float, verbose: bool, timer: PhaseTimer) -> PaintResult:
     order = log.order.to(painted.device)
     renderer = CanvasRenderer(generator=generator, layer=layer, context=context, tau=settings.tau,
                               background=tuple(settings.background), image_size=tuple(content_image.shape[-2:]))
@@ -614,5 +655,5 @@ def _finish(generator: Generator, context: Any, layer: Layer, log: StrokeLog, pa
     return PaintResult(
         image=image, frames=frames, stroke_maps=stroke_maps, log=log, plan=plan, content=content_image.cpu(),
         coverage=channel_coverage(log.order >= 0), coverage_flush=channel_coverage(flush_kept).cpu(),
-        memory=estimate, seconds=time.perf_counter() - started,
+        memory=estimate, seconds=time.perf_counter() - started, timings=timer.seconds,
     )
