@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 #include "../op_checks.h"
@@ -27,11 +28,22 @@ struct TauThWord {
   int64_t ties;       // how many words equal T
 };
 
-// Radix select, most significant byte first; `words` (size C) is used as scratch.
+// The tau-th largest of `size` words; `words` is used as scratch. A radix select, most significant
+// byte first, for many channels; a plain selection for few, where 256 counters would dominate.
 TauThWord select_tau_th_word(uint32_t* words, int64_t size, int64_t tau) {
+  if (size <= 128) {
+    std::nth_element(words, words + (tau - 1), words + size, std::greater<uint32_t>());
+    const uint32_t word = words[tau - 1];
+    int64_t above = 0, ties = 0;
+    for (int64_t i = 0; i < size; ++i) {
+      above += words[i] > word;
+      ties += words[i] == word;
+    }
+    return {word, tau - above, ties};
+  }
   int64_t rank = tau - 1;  // 0-based rank from the top within the words still in play
   for (int shift = 24; shift >= 0 && size > 1; shift -= 8) {
-    int64_t counts[256] = {0};
+    int32_t counts[256] = {0};
     for (int64_t i = 0; i < size; ++i) ++counts[(words[i] >> shift) & 0xFF];
     int digit = 255;
     while (counts[digit] <= rank) rank -= counts[digit--];
