@@ -385,10 +385,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   if (max_strokes.has_value()) capacity = std::min(capacity, *max_strokes);
   capacity = std::max<int64_t>(capacity, 1);
 
-  const at::Tensor init = init_mask.has_value() ? *init_mask : at::zeros(y.sizes(), y.options().dtype(at::kBool));
-  at::Tensor on = init.to(at::kByte).contiguous();
-  at::Tensor channels_on = init.sum(1, /*keepdim=*/false, at::kInt).contiguous();
-  at::Tensor channel_counts = init.logical_and(allowed_c.unsqueeze(1)).sum({2, 3}, false, at::kLong).contiguous();
+  at::Tensor on, channels_on, channel_counts;
+  if (init_mask.has_value()) {
+    on = init_mask->to(at::kByte).contiguous();
+    channels_on = init_mask->sum(1, /*keepdim=*/false, at::kInt).contiguous();
+    channel_counts = init_mask->logical_and(allowed_c.unsqueeze(1)).sum({2, 3}, false, at::kLong).contiguous();
+  } else {
+    on = at::zeros(y.sizes(), y.options().dtype(at::kByte));
+    channels_on = at::zeros({N, H, W}, int_options);
+    channel_counts = at::zeros({N, C}, y.options().dtype(at::kLong));
+  }
   at::Tensor y_max = y_c.masked_fill(allowed_c.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity())
                          .amax({1, 2, 3})
                          .contiguous();
