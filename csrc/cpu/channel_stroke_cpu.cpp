@@ -114,6 +114,7 @@ class StrokePainter {
         channel_trees_(channels),
         channel_best_(channels) {
     if (init_mask != nullptr) {
+      has_init_ = true;
       std::copy(init_mask, init_mask + C_ * HW_, on_.begin());
       for (int64_t c = 0; c < C_; ++c) {
         for (int64_t i = 0; i < HW_; ++i) {
@@ -134,12 +135,10 @@ class StrokePainter {
       for (int64_t c = begin; c < end; ++c) {
         channel_trees_[c] = KeyTree(tiles_);
         Key* leaves = channel_trees_[c].leaves();
-        for (int64_t t = 0; t < tiles_; ++t) leaves[t] = scan_tile(c, t);
+        float y_max = -std::numeric_limits<float>::infinity();
+        for (int64_t t = 0; t < tiles_; ++t) leaves[t] = initial_scan(c, t, y_max);
         channel_trees_[c].rebuild();
-        const float* plane = y_ + c * HW_;
-        float best = -std::numeric_limits<float>::infinity();
-        for (int64_t i = 0; i < HW_; ++i) best = allowed_[i] && plane[i] > best ? plane[i] : best;
-        channel_max[c] = best;
+        channel_max[c] = y_max;
       }
     });
     threshold_ = response_threshold(params_.min_response, *std::max_element(channel_max.begin(), channel_max.end()));
@@ -157,6 +156,7 @@ class StrokePainter {
     const uint8_t* on = on_.data();
     float* y_t = y_by_location_.data();
     const int64_t C = C_, HW = HW_;
+    const bool has_init = has_init_;
     constexpr int64_t kBlock = 8;
     constexpr float kOn = -std::numeric_limits<float>::infinity();
     at::parallel_for(0, (HW + kBlock - 1) / kBlock, 64, [=](int64_t begin, int64_t end) {
@@ -164,7 +164,11 @@ class StrokePainter {
         const int64_t at1 = std::min(at0 + kBlock, HW);
         for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
           for (int64_t c = c0; c < std::min(c0 + kBlock, C); ++c) {
-            for (int64_t at = at0; at < at1; ++at) y_t[at * C + c] = on[c * HW + at] ? kOn : y[c * HW + at];
+            if (has_init) {
+              for (int64_t at = at0; at < at1; ++at) y_t[at * C + c] = on[c * HW + at] ? kOn : y[c * HW + at];
+            } else {
+              for (int64_t at = at0; at < at1; ++at) y_t[at * C + c] = y[c * HW + at];
+            }
           }
         }
       }
@@ -214,6 +218,23 @@ class StrokePainter {
 
   Key scan_tile(int64_t c, int64_t t) const {
     return scan_tile(c, t, [](float y, int64_t, int64_t) { return y; });
+  }
+
+  // The first scan of a tile: its best candidate key, and (into y_max) the largest response at its
+  // allowed locations, init_mask elements included.
+  Key initial_scan(int64_t c, int64_t t, float& y_max) const {
+    const TileRect rect = tile_rect(t, tiles_w_, H_, W_);
+    Key best = kNoCandidate;
+    for (int64_t h = rect.h0; h <= rect.h1; ++h) {
+      for (int64_t w = rect.w0; w <= rect.w1; ++w) {
+        const int64_t at = h * W_ + w, flat = c * HW_ + at;
+        if (!allowed_[at]) continue;
+        const float y = y_[flat];
+        y_max = y > y_max ? y : y_max;
+        if (is_candidate_at(c, at)) best = std::max(best, make_key(y, static_cast<uint32_t>(flat)));
+      }
+    }
+    return best;
   }
 
   float weight_at(int64_t d2) const {
@@ -379,6 +400,7 @@ class StrokePainter {
   };
   mutable std::vector<SearchNode> search_stack_;
   std::vector<Key> followers_;
+  bool has_init_ = false;
   int64_t allowed_count_ = 0;
   int64_t covered_ = 0;
   float threshold_ = 0.0f;
