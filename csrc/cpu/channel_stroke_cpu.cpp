@@ -321,16 +321,19 @@ class StrokePainter {
     channels.assign(1, c);
     const int64_t extra = std::min<int64_t>(params_.p - 1, params_.tau - channels_on_[at] - 1);
     if (extra <= 0) return;
+    // One pass keeping the `extra` best keys in descending order (extra < p is small).
     followers_.clear();
     const float* responses = y_by_location_.data() + at * C_;  // -inf where on
     for (int64_t other = 0; other < C_; ++other) {
-      if (other != c && responses[other] != -std::numeric_limits<float>::infinity()) {
-        followers_.push_back(make_key(responses[other], static_cast<uint32_t>(other)));
+      if (other == c || responses[other] == -std::numeric_limits<float>::infinity()) continue;
+      const Key key = make_key(responses[other], static_cast<uint32_t>(other));
+      if (static_cast<int64_t>(followers_.size()) == extra) {
+        if (key <= followers_.back()) continue;
+        followers_.pop_back();
       }
+      followers_.insert(std::upper_bound(followers_.begin(), followers_.end(), key, std::greater<Key>()), key);
     }
-    const int64_t take = std::min<int64_t>(extra, static_cast<int64_t>(followers_.size()));
-    std::partial_sort(followers_.begin(), followers_.begin() + take, followers_.end(), std::greater<Key>());
-    for (int64_t i = 0; i < take; ++i) channels.push_back(key_flat_index(followers_[i]));  // keys carry c'
+    for (const Key key : followers_) channels.push_back(key_flat_index(key));  // keys carry c'
   }
 
   // Marks tile t of channel c for a rescan if the candidate `flat` that just left it was its best.
