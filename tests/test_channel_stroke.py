@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-import cpia_cuda
 from cpia_cuda import channel_stroke, distance_weights
 from conftest import FUSED_BACKENDS, needs_cuda
 
