@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 import cpia_cuda
 
 from .inputs import correlated_activation
