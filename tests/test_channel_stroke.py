@@ -192,6 +192,24 @@ def test_fused_kernel_matches_reference_on_a_correlated_activation():
     assert torch.equal(got.order, expected.order) and torch.equal(got.strokes, expected.strokes)
 
 
+@pytest.mark.parametrize("fused", FUSED_BACKENDS)
+@pytest.mark.parametrize("C, p", [(17, 3), (300, 6)])
+def test_penetration_on_deep_channel_stacks_matches_reference(fused, C, p):
+    """Penetration over many channels (the CPU's per-location channel tree gets two and three levels)
+    with ties between channels, elements on from the start and channels switched on by earlier
+    strokes that the penetration must skip."""
+    g = torch.Generator().manual_seed(C)
+    Y = (torch.rand(C, 13, 11, generator=g) * 4).round() / 4  # few distinct values: ties across channels
+    init_mask = torch.rand(C, 13, 11, generator=g) > 0.7
+    kwargs = dict(brush=1, m=0.5, p=p, channel_cost=0.5, sigma=2.0, min_response=0.0, max_strokes=400,
+                  init_mask=init_mask)
+    expected = run(Y, C // 2, "reference", **kwargs)
+    got = run(Y, C // 2, fused, **kwargs)
+    assert (expected.strokes[:, 4] == p).sum() > 20  # full penetrations happened
+    assert torch.equal(got.order.cpu(), expected.order)
+    assert torch.equal(got.strokes.cpu(), expected.strokes)
+
+
 def test_reference_runs_on_the_device_of_y():
     Y = torch.rand(2, 4, 4)
     r = channel_stroke(Y, 1, backend="reference")

@@ -9,7 +9,8 @@
 // differs from Y on the cursor channel alone, so each step takes
 //   max( best over channels != c*           -- channel tree, O(log C)
 //        best penalised over channel c*     -- branch and bound down c*'s tile tree )
-// and no step touches C*H*W elements.
+// and penetration asks a per-location tree over the channels (off_channel_tree.h), O(log C), so no
+// step touches C*H*W elements, nor the C channels of one location.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -17,13 +18,15 @@
 
 #include <algorithm>
 #include <array>
-#include <functional>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "../brush.h"
 #include "../op_checks.h"
 #include "../paint_rules.h"
+#include "off_channel_tree.h"
+#include "scratch_buffer.h"
 
 namespace cpia {
 namespace {
@@ -96,9 +99,7 @@ class StrokePainter {
   // elements on at allowed locations at the end.
   StrokePainter(const float* y, const bool* allowed, const bool* init_mask, int32_t* order, int64_t* channel_counts,
                 int64_t channels, int64_t height, int64_t width, const StrokeParams& params)
-      : y_(y),
-        allowed_(allowed),
-        order_(order),
+      : order_(order),
         channel_counts_(channel_counts),
         C_(channels),
         H_(height),
@@ -108,26 +109,25 @@ class StrokePainter {
         tiles_h_((height + kTileH - 1) / kTileH),
         tiles_w_((width + kTileW - 1) / kTileW),
         tiles_(tiles_h_ * tiles_w_),
-        on_(channels * height * width, 0),
-        channels_on_(height * width, 0),
+        open_responses_(channels * tiles_ * kTileSize),
+        channels_on_(tiles_ * kTileSize, 0),
         tile_dirty_(channels * tiles_, 0),
         channel_trees_(channels),
         channel_best_(channels) {
     if (init_mask != nullptr) {
-      has_init_ = true;
-      std::copy(init_mask, init_mask + C_ * HW_, on_.begin());
       for (int64_t c = 0; c < C_; ++c) {
-        for (int64_t i = 0; i < HW_; ++i) {
-          channels_on_[i] += on_[c * HW_ + i];
-          channel_counts_[c] += on_[c * HW_ + i] & allowed_[i];
+        for (int64_t at = 0; at < HW_; ++at) {
+          channels_on_[cell_of(at / W_, at % W_)] += init_mask[c * HW_ + at];
+          channel_counts_[c] += init_mask[c * HW_ + at] & allowed[at];
         }
       }
     }
-    for (int64_t i = 0; i < HW_; ++i) {
-      allowed_count_ += allowed_[i];
-      covered_ += allowed_[i] && channels_on_[i] > 0;
+    for (int64_t at = 0; at < HW_; ++at) {
+      allowed_count_ += allowed[at];
+      covered_ += allowed[at] && channels_on_[cell_of(at / W_, at % W_)] > 0;
     }
-    // One pass over Y: the tile leaves of every channel and the largest response at allowed locations.
+    // One pass over Y: the tiled responses and tile leaves of every channel, and the largest
+    // response at allowed locations.
     std::vector<float> channel_max(C_, -std::numeric_limits<float>::infinity());
     // Threads only pay off with enough elements each (small images stay on one thread).
     const int64_t channels_per_task = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(HW_, 1));
@@ -136,43 +136,18 @@ class StrokePainter {
         channel_trees_[c] = KeyTree(tiles_);
         Key* leaves = channel_trees_[c].leaves();
         float y_max = -std::numeric_limits<float>::infinity();
-        for (int64_t t = 0; t < tiles_; ++t) leaves[t] = initial_scan(c, t, y_max);
+        for (int64_t t = 0; t < tiles_; ++t) {
+          copy_tile(y, allowed, init_mask, c, t, y_max);
+          leaves[t] = scan_tile(c, t);
+        }
         channel_trees_[c].rebuild();
         channel_max[c] = y_max;
       }
     });
     threshold_ = response_threshold(params_.min_response, *std::max_element(channel_max.begin(), channel_max.end()));
-    if (params_.p > 1) transpose_for_penetration();
+    if (params_.p > 1) off_channels_ = std::make_unique<OffChannelTree>(y, init_mask, C_, HW_);
     for (int64_t c = 0; c < C_; ++c) channel_best_.leaves()[c] = channel_trees_[c].root();
     channel_best_.rebuild();
-  }
-
-  // Penetration reads every channel of one location; in Y those lie H*W apart, a page or more, so
-  // a (H*W, C) copy is made once, in which an element that is on holds -inf (Y itself is finite).
-  // 8x8 blocks keep the power-of-two strides off shared cache sets.
-  void transpose_for_penetration() {
-    y_by_location_.resize(C_ * HW_);
-    const float* y = y_;
-    const uint8_t* on = on_.data();
-    float* y_t = y_by_location_.data();
-    const int64_t C = C_, HW = HW_;
-    const bool has_init = has_init_;
-    constexpr int64_t kBlock = 8;
-    constexpr float kOn = -std::numeric_limits<float>::infinity();
-    at::parallel_for(0, (HW + kBlock - 1) / kBlock, 64, [=](int64_t begin, int64_t end) {
-      for (int64_t at0 = begin * kBlock; at0 < std::min(end * kBlock, HW); at0 += kBlock) {
-        const int64_t at1 = std::min(at0 + kBlock, HW);
-        for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-          for (int64_t c = c0; c < std::min(c0 + kBlock, C); ++c) {
-            if (has_init) {
-              for (int64_t at = at0; at < at1; ++at) y_t[at * C + c] = on[c * HW + at] ? kOn : y[c * HW + at];
-            } else {
-              for (int64_t at = at0; at < at1; ++at) y_t[at * C + c] = y[c * HW + at];
-            }
-          }
-        }
-      }
-    });
   }
 
   StopReason run(std::vector<StrokeRecord>& strokes) {
@@ -184,57 +159,76 @@ class StrokePainter {
       const Key best = best_candidate();
       if (best == kNoCandidate) return kStopExhausted;
       const uint32_t flat = key_flat_index(best);
-      const int64_t c = flat / HW_;
-      const int64_t at = flat % HW_;
-      TORCH_INTERNAL_ASSERT(is_candidate_at(c, at), "channel_stroke: stale candidate index ", flat);
-      if (below_min_response(y_[flat], threshold_)) return kStopMinResponse;
-      strokes.push_back(paint_stroke(c, at / W_, at % W_, static_cast<int32_t>(stroke)));
+      const int64_t c = flat / HW_, h = (flat % HW_) / W_, w = flat % W_;
+      TORCH_INTERNAL_ASSERT(is_candidate_at(c, cell_of(h, w)), "channel_stroke: stale candidate index ", flat);
+      if (below_min_response(response(c, cell_of(h, w)), threshold_)) return kStopMinResponse;
+      strokes.push_back(paint_stroke(c, h, w, static_cast<int32_t>(stroke)));
       cursor_c_ = c;
-      cursor_h_ = at / W_;
-      cursor_w_ = at % W_;
+      cursor_h_ = h;
+      cursor_w_ = w;
     }
   }
 
  private:
-  bool is_candidate_at(int64_t c, int64_t at) const {
-    return is_candidate(allowed_[at], on_[c * HW_ + at], channels_on_[at], params_.tau);
+  static constexpr int64_t kTileSize = kTileH * kTileW;
+  // Marks elements that cannot become candidates again: switched on, or at a location not allowed.
+  static constexpr float kClosed = -std::numeric_limits<float>::infinity();  // Y is finite
+
+  // Elements are kept tile-major (paint_rules.h tiles): tile t of channel c holds its 64 elements in
+  // raster order, padded past the image border. A stroke's neighbourhood and the rescan of its tile
+  // then read a few adjacent cache lines instead of one line per image row.
+  int64_t cell_of(int64_t h, int64_t w) const {
+    return ((h / kTileH) * tiles_w_ + w / kTileW) * kTileSize + (h % kTileH) * kTileW + w % kTileW;
+  }
+  float& response(int64_t c, int64_t cell) { return open_responses_[c * tiles_ * kTileSize + cell]; }
+  float response(int64_t c, int64_t cell) const { return open_responses_[c * tiles_ * kTileSize + cell]; }
+  uint32_t flat_index(int64_t c, int64_t h, int64_t w) const { return static_cast<uint32_t>(c * HW_ + h * W_ + w); }
+
+  // open_responses_ holds kClosed where the location is not allowed or the element is on, which
+  // are the candidate rule's first two terms.
+  bool is_candidate_at(int64_t c, int64_t cell) const {
+    return is_candidate(response(c, cell) != kClosed, /*on=*/false, channels_on_[cell], params_.tau);
   }
 
-  // Best candidate key of tile t on channel c under the score `score_of(y, h, w)`.
+  void copy_tile(const float* y, const bool* allowed, const bool* init_mask, int64_t c, int64_t t, float& y_max) {
+    float* tile = &response(c, t * kTileSize);
+    const int64_t h0 = (t / tiles_w_) * kTileH, w0 = (t % tiles_w_) * kTileW;
+    for (int64_t i = 0; i < kTileSize; ++i) {
+      const int64_t h = h0 + i / kTileW, w = w0 + i % kTileW;
+      if (h >= H_ || w >= W_) {
+        tile[i] = kClosed;
+        continue;
+      }
+      const int64_t at = h * W_ + w;
+      const float value = y[c * HW_ + at];
+      y_max = allowed[at] && value > y_max ? value : y_max;  // init_mask elements count too
+      const bool closed = !allowed[at] || (init_mask != nullptr && init_mask[c * HW_ + at]);
+      tile[i] = closed ? kClosed : value;
+    }
+  }
+
+  // Best candidate key of tile t on channel c under the score `score_of(y, h, w)`. Ordered keys
+  // rank by score, then by smaller flat index, which within a tile is the smaller position: the
+  // first element of the highest score wins.
   template <typename Score>
   Key scan_tile(int64_t c, int64_t t, Score score_of) const {
-    const TileRect rect = tile_rect(t, tiles_w_, H_, W_);
-    Key best = kNoCandidate;
-    for (int64_t h = rect.h0; h <= rect.h1; ++h) {
-      for (int64_t w = rect.w0; w <= rect.w1; ++w) {
-        const int64_t at = h * W_ + w;
-        if (!is_candidate_at(c, at)) continue;
-        const int64_t flat = c * HW_ + at;
-        best = std::max(best, make_key(score_of(y_[flat], h, w), static_cast<uint32_t>(flat)));
+    const int64_t h0 = (t / tiles_w_) * kTileH, w0 = (t % tiles_w_) * kTileW;
+    int64_t best_cell = -1;
+    float best_score = 0.0f;
+    for (int64_t i = 0; i < kTileSize; ++i) {
+      if (!is_candidate_at(c, t * kTileSize + i)) continue;
+      const float score = score_of(response(c, t * kTileSize + i), h0 + i / kTileW, w0 + i % kTileW);
+      if (best_cell < 0 || score > best_score) {
+        best_cell = i;
+        best_score = score;
       }
     }
-    return best;
+    if (best_cell < 0) return kNoCandidate;
+    return make_key(best_score, flat_index(c, h0 + best_cell / kTileW, w0 + best_cell % kTileW));
   }
 
   Key scan_tile(int64_t c, int64_t t) const {
     return scan_tile(c, t, [](float y, int64_t, int64_t) { return y; });
-  }
-
-  // The first scan of a tile: its best candidate key, and (into y_max) the largest response at its
-  // allowed locations, init_mask elements included.
-  Key initial_scan(int64_t c, int64_t t, float& y_max) const {
-    const TileRect rect = tile_rect(t, tiles_w_, H_, W_);
-    Key best = kNoCandidate;
-    for (int64_t h = rect.h0; h <= rect.h1; ++h) {
-      for (int64_t w = rect.w0; w <= rect.w1; ++w) {
-        const int64_t at = h * W_ + w, flat = c * HW_ + at;
-        if (!allowed_[at]) continue;
-        const float y = y_[flat];
-        y_max = y > y_max ? y : y_max;
-        if (is_candidate_at(c, at)) best = std::max(best, make_key(y, static_cast<uint32_t>(flat)));
-      }
-    }
-    return best;
   }
 
   float weight_at(int64_t d2) const {
@@ -251,16 +245,15 @@ class StrokePainter {
                                                       channel_best_.range_max(cursor_c_ + 1, C_));
       if (best_other != kNoCandidate) {
         const uint32_t flat = key_flat_index(best_other);
-        if (!is_candidate_at(flat / HW_, flat % HW_)) {
-          refresh_tile(flat / HW_, tile_of(flat % HW_));
+        const int64_t c = flat / HW_, h = (flat % HW_) / W_, w = flat % W_;
+        if (!is_candidate_at(c, cell_of(h, w))) {
+          refresh_tile(c, cell_of(h, w) / kTileSize);
           continue;
         }
       }
       return cursor_c_ < 0 ? best_other : best_on_cursor_channel(best_other);
     }
   }
-
-  int64_t tile_of(int64_t at) const { return ((at / W_) / kTileH) * tiles_w_ + (at % W_) / kTileW; }
 
   void refresh_tile(int64_t c, int64_t t) {
     if (channel_trees_[c].set(t, scan_tile(c, t))) channel_best_.set(c, channel_trees_[c].root());
@@ -315,31 +308,27 @@ class StrokePainter {
     return best;
   }
 
-  // The channel set P of a stroke at (h, w) whose leading channel is c: one strided pass gathers the
-  // precedence keys of the other channels that are off there, then a selection picks the best.
-  void penetration_channels(int64_t c, int64_t at, std::vector<int64_t>& channels) {
+  // The channel set P of a stroke at (h, w) whose leading channel is c: c, then the best channels
+  // still off there. The index is not told about elements switched on elsewhere (that would cost a
+  // cache miss per switched element); a channel it offers that is on by now is dropped from it here.
+  void penetration_channels(int64_t c, int64_t h, int64_t w, std::vector<int64_t>& channels) {
     channels.assign(1, c);
-    const int64_t extra = std::min<int64_t>(params_.p - 1, params_.tau - channels_on_[at] - 1);
+    const int64_t cell = cell_of(h, w);
+    const int64_t extra = std::min<int64_t>(params_.p - 1, params_.tau - channels_on_[cell] - 1);
     if (extra <= 0) return;
-    // One pass keeping the `extra` best keys in descending order (extra < p is small).
-    followers_.clear();
-    const float* responses = y_by_location_.data() + at * C_;  // -inf where on
-    for (int64_t other = 0; other < C_; ++other) {
-      if (other == c || responses[other] == -std::numeric_limits<float>::infinity()) continue;
-      const Key key = make_key(responses[other], static_cast<uint32_t>(other));
-      if (static_cast<int64_t>(followers_.size()) == extra) {
-        if (key <= followers_.back()) continue;
-        followers_.pop_back();
-      }
-      followers_.insert(std::upper_bound(followers_.begin(), followers_.end(), key, std::greater<Key>()), key);
+    off_channels_->remove(h * W_ + w, c);  // the stroke switches it on in any case
+    while (static_cast<int64_t>(channels.size()) <= extra) {
+      const int64_t next = off_channels_->best(h * W_ + w);
+      if (next < 0) break;
+      off_channels_->remove(h * W_ + w, next);
+      if (response(next, cell) != kClosed) channels.push_back(next);
     }
-    for (const Key key : followers_) channels.push_back(key_flat_index(key));  // keys carry c'
   }
 
-  // Marks tile t of channel c for a rescan if the candidate `flat` that just left it was its best.
-  void candidate_removed(int64_t c, int64_t at, int64_t t) {
-    const int64_t flat = c * HW_ + at;
-    if (channel_trees_[c].leaf(t) != make_key(y_[flat], static_cast<uint32_t>(flat))) return;
+  // Marks tile t of channel c for a rescan if the candidate that is about to leave it is its best.
+  void candidate_removed(int64_t c, int64_t h, int64_t w, int64_t cell) {
+    const int64_t t = cell / kTileSize;
+    if (channel_trees_[c].leaf(t) != make_key(response(c, cell), flat_index(c, h, w))) return;
     uint8_t& dirty = tile_dirty_[c * tiles_ + t];
     if (!dirty) {
       dirty = 1;
@@ -347,29 +336,27 @@ class StrokePainter {
     }
   }
 
-  void switch_on(int64_t q, int64_t at, int32_t stroke_index) {
-    candidate_removed(q, at, tile_of(at));
-    on_[q * HW_ + at] = 1;
-    if (!y_by_location_.empty()) y_by_location_[at * C_ + q] = -std::numeric_limits<float>::infinity();
-    order_[q * HW_ + at] = stroke_index;
+  void switch_on(int64_t q, int64_t h, int64_t w, int64_t cell, int32_t stroke_index) {
+    candidate_removed(q, h, w, cell);
+    response(q, cell) = kClosed;
+    order_[q * HW_ + h * W_ + w] = stroke_index;
     ++channel_counts_[q];
-    if (channels_on_[at]++ == 0) ++covered_;
+    if (channels_on_[cell]++ == 0) ++covered_;
   }
 
   StrokeRecord paint_stroke(int64_t c, int64_t h, int64_t w, int32_t stroke_index) {
-    const int64_t centre = h * W_ + w;
-    penetration_channels(c, centre, stroke_channels_);
+    penetration_channels(c, h, w, stroke_channels_);
     int32_t pixels_on = 0;
     for (const int64_t q : stroke_channels_) {
-      const float y_centre = y_[q * HW_ + centre];
+      const float y_centre = response(q, cell_of(h, w));
       for (const BrushOffset& offset : *params_.brush) {
         const int64_t hh = h + offset.dh, ww = w + offset.dw;
         if (hh < 0 || hh >= H_ || ww < 0 || ww >= W_) continue;
-        const int64_t at = hh * W_ + ww;
-        if (!is_candidate_at(q, at)) continue;
+        const int64_t cell = cell_of(hh, ww);
+        if (!is_candidate_at(q, cell)) continue;
         const bool is_centre = offset.dh == 0 && offset.dw == 0;
-        if (!is_centre && !passes_sensitivity(y_[q * HW_ + at], y_centre, params_.m)) continue;
-        switch_on(q, at, stroke_index);
+        if (!is_centre && !passes_sensitivity(response(q, cell), y_centre, params_.m)) continue;
+        switch_on(q, hh, ww, cell, stroke_index);
         ++pixels_on;
       }
     }
@@ -382,28 +369,24 @@ class StrokePainter {
             static_cast<int32_t>(stroke_channels_.size())};
   }
 
-  const float* y_;
-  const bool* allowed_;
   int32_t* order_;
   int64_t* channel_counts_;
   const int64_t C_, H_, W_, HW_;
   const StrokeParams params_;
   const int64_t tiles_h_, tiles_w_, tiles_;
-  std::vector<uint8_t> on_;
-  std::vector<float> y_by_location_;  // (H*W, C) copy for penetration, made only when p > 1
-  std::vector<int32_t> channels_on_;
+  ScratchBuffer<float> open_responses_;  // (C, tiles, 64): Y, or kClosed
+  std::vector<int32_t> channels_on_;         // (tiles, 64)
   std::vector<uint8_t> tile_dirty_;
   std::vector<int64_t> dirty_tiles_;
   std::vector<KeyTree> channel_trees_;
   KeyTree channel_best_;
+  std::unique_ptr<OffChannelTree> off_channels_;  // made only when p > 1
   std::vector<int64_t> stroke_channels_;
   struct SearchNode {
     int64_t node, first, count;
     Key ceiling;
   };
   mutable std::vector<SearchNode> search_stack_;
-  std::vector<Key> followers_;
-  bool has_init_ = false;
   int64_t allowed_count_ = 0;
   int64_t covered_ = 0;
   float threshold_ = 0.0f;
