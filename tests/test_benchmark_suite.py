@@ -1,8 +1,12 @@
 """The benchmark runner itself: it must time every backend and detect (non-)identical results."""
 
+import time
+
+import pytest
 import torch
 
 from benchmarks.inputs import correlated_activation
+from benchmarks.scaling import ScalingPoint, fastest_interleaved, format_scaling, growth_per_4x
 from benchmarks.suite import FlushCase, StrokeCase, format_table, run_flush_case, run_stroke_case
 
 
@@ -37,3 +41,30 @@ def test_correlated_activation_is_smooth_and_non_negative():
     neighbour_gap = (Y[:, :, 1:] - Y[:, :, :-1]).abs().mean()
     assert neighbour_gap < (Y - Y.mean()).abs().mean()  # neighbours closer than random pairs
     assert torch.equal(Y, correlated_activation((4, 32, 32)))
+
+
+def test_scaling_growth_pairs_points_whose_size_differs_4x():
+    points = [ScalingPoint("C", 64, "cpu", 100, 2e-3, 1e-3), ScalingPoint("C", 256, "cpu", 100, 5e-3, 2e-3),
+              ScalingPoint("C", 128, "cpu", 100, 1e-3, 0.0), ScalingPoint("HW", 32, "cpu", 100, 1e-3, 0.0),
+              ScalingPoint("HW", 64, "cpu", 100, 3e-3, 1e-3), ScalingPoint("tau", 8, "cpu", 100, 1e-3, 0.0)]
+    rows = growth_per_4x(points)
+    assert [(r[1], r[2], r[3]) for r in rows] == [("C", 64, 256), ("HW", 32, 64)]
+    assert rows[0][4] == pytest.approx(2.5) and rows[0][5] == pytest.approx(3.0)  # 5/2 whole, (3/1) marginal
+    assert rows[1][4] == pytest.approx(3.0) and rows[1][5] == pytest.approx(2.0)
+    assert "| cpu | C | 64 | 256 | 2.50x | 3.00x |" in format_scaling(points)
+
+
+def test_fastest_interleaved_alternates_and_keeps_the_fastest():
+    calls = []
+    durations = iter([0.0, 0.0, 0.05, 0.03, 0.005, 0.06])  # warm-ups, then whole/setup alternating
+
+    def sleeper(name):
+        def run():
+            calls.append(name)
+            time.sleep(next(durations))
+            return name
+        return run
+
+    whole, setup, result = fastest_interleaved(sleeper("whole"), sleeper("setup"), "cpu", repeats=2)
+    assert calls == ["whole", "setup", "whole", "setup", "whole", "setup"]
+    assert 0.005 <= whole < 0.05 and 0.03 <= setup < 0.06 and result == "whole"
