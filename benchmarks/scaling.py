@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class ScalingPoint:
     strokes: int
     seconds: float        # the whole call
     setup_seconds: float  # the same call with max_strokes=0: checks, one pass over Y, outputs
+    strokes_seconds: float  # what the strokes add: median of (whole - setup) over adjacent pairs of runs
 
     @property
     def us_per_stroke(self) -> float:
@@ -37,8 +39,8 @@ class ScalingPoint:
 
     @property
     def marginal_us_per_stroke(self) -> float:
-        """What one more stroke costs: (whole call - setup) / strokes."""
-        return (self.seconds - self.setup_seconds) / max(self.strokes, 1) * 1e6
+        """What one more stroke costs: the strokes' share of the call / strokes."""
+        return self.strokes_seconds / max(self.strokes, 1) * 1e6
 
 
 def measure(parameter: str, value: int, backend: str, repeats: int) -> ScalingPoint:
@@ -53,15 +55,22 @@ def measure(parameter: str, value: int, backend: str, repeats: int) -> ScalingPo
         return cpia_cuda.channel_stroke(Y, config["tau"], brush=config["brush"], p=config["p"], max_strokes=strokes,
                                         min_response=0.0, backend=backend)
 
-    seconds, setup_seconds, result = fastest_interleaved(lambda: run(STROKES), lambda: run(0), device, repeats)
-    return ScalingPoint(parameter, value, backend, result.num_strokes, seconds, setup_seconds)
+    timing = paired_timing(lambda: run(STROKES), lambda: run(0), device, repeats)
+    return ScalingPoint(parameter, value, backend, timing.result.num_strokes, *timing.seconds)
 
 
-def fastest_interleaved(run_whole, run_setup, device: str, repeats: int):
-    """Fastest of ``repeats`` runs of each, the two alternating after a warm-up of each.
+@dataclass
+class PairedTiming:
+    seconds: tuple[float, float, float]  # fastest whole call, fastest setup, median (whole - setup)
+    result: object
 
-    The marginal cost is a difference of two timings; alternating them exposes both to the same
-    state of the machine, and the fastest run is the one least disturbed by other work on it.
+
+def paired_timing(run_whole, run_setup, device: str, repeats: int) -> PairedTiming:
+    """``repeats`` pairs of a whole call and its setup alone, run back to back after a warm-up.
+
+    What the strokes add is a difference of two timings, small beside the setup for large inputs;
+    taking it within each pair exposes both runs to the same state of the shared machine, and the
+    median over pairs drops the disturbed ones.
     """
     result = run_whole()
     run_setup()
@@ -75,7 +84,8 @@ def fastest_interleaved(run_whole, run_setup, device: str, repeats: int):
             times.append(time.perf_counter() - start)
             if run is run_whole:
                 result = outcome
-    return min(whole), min(setup), result
+    differences = sorted(w - s for w, s in zip(whole, setup))
+    return PairedTiming((min(whole), min(setup), statistics.median(differences)), result)
 
 
 def growth_per_4x(points: list[ScalingPoint]) -> list[tuple[str, str, int, int, float, float]]:
@@ -107,8 +117,8 @@ def run_scaling(backends: tuple[str, ...], repeats: int = 3, log=print) -> list[
 
 def format_scaling(points: list[ScalingPoint]) -> str:
     lines = [f"Time per stroke, {STROKES} strokes, base {BASE} (one value varied at a time; HW is the side). "
-             "us/stroke = whole call / strokes; marginal = (whole call - call with max_strokes=0) / strokes; "
-             "each time the fastest of the repeats, the two calls alternating.", "",
+             "whole call and setup (max_strokes=0): the fastest of the repeats; us/stroke = whole call / strokes; "
+             "marginal = median over back-to-back pairs of (whole call - setup) / strokes.", "",
              "| backend | parameter | value | strokes | whole call | setup (0 strokes) | us/stroke | marginal us/stroke |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for p in points:

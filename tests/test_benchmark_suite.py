@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks.inputs import correlated_activation
-from benchmarks.scaling import ScalingPoint, fastest_interleaved, format_scaling, growth_per_4x
+from benchmarks.scaling import ScalingPoint, format_scaling, growth_per_4x, paired_timing
 from benchmarks.suite import FlushCase, StrokeCase, format_table, run_flush_case, run_stroke_case
 
 
@@ -44,9 +44,9 @@ def test_correlated_activation_is_smooth_and_non_negative():
 
 
 def test_scaling_growth_pairs_points_whose_size_differs_4x():
-    points = [ScalingPoint("C", 64, "cpu", 100, 2e-3, 1e-3), ScalingPoint("C", 256, "cpu", 100, 5e-3, 2e-3),
-              ScalingPoint("C", 128, "cpu", 100, 1e-3, 0.0), ScalingPoint("HW", 32, "cpu", 100, 1e-3, 0.0),
-              ScalingPoint("HW", 64, "cpu", 100, 3e-3, 1e-3), ScalingPoint("tau", 8, "cpu", 100, 1e-3, 0.0)]
+    points = [ScalingPoint("C", 64, "cpu", 100, 2e-3, 1e-3, 1e-3), ScalingPoint("C", 256, "cpu", 100, 5e-3, 2e-3, 3e-3),
+              ScalingPoint("C", 128, "cpu", 100, 1e-3, 0.0, 1e-3), ScalingPoint("HW", 32, "cpu", 100, 1e-3, 0.0, 1e-3),
+              ScalingPoint("HW", 64, "cpu", 100, 3e-3, 1e-3, 2e-3), ScalingPoint("tau", 8, "cpu", 100, 1e-3, 0.0, 1e-3)]
     rows = growth_per_4x(points)
     assert [(r[1], r[2], r[3]) for r in rows] == [("C", 64, 256), ("HW", 32, 64)]
     assert rows[0][4] == pytest.approx(2.5) and rows[0][5] == pytest.approx(3.0)  # 5/2 whole, (3/1) marginal
@@ -54,9 +54,10 @@ def test_scaling_growth_pairs_points_whose_size_differs_4x():
     assert "| cpu | C | 64 | 256 | 2.50x | 3.00x |" in format_scaling(points)
 
 
-def test_fastest_interleaved_alternates_and_keeps_the_fastest():
+def test_paired_timing_alternates_and_takes_the_median_pair_difference():
     calls = []
-    durations = iter([0.0, 0.0, 0.05, 0.03, 0.005, 0.06])  # warm-ups, then whole/setup alternating
+    # warm-ups, then (whole, setup) pairs: differences 0.03, 0.00, 0.06 -> median 0.03
+    durations = iter([0.0, 0.0, 0.05, 0.02, 0.03, 0.03, 0.07, 0.01])
 
     def sleeper(name):
         def run():
@@ -65,6 +66,8 @@ def test_fastest_interleaved_alternates_and_keeps_the_fastest():
             return name
         return run
 
-    whole, setup, result = fastest_interleaved(sleeper("whole"), sleeper("setup"), "cpu", repeats=2)
-    assert calls == ["whole", "setup", "whole", "setup", "whole", "setup"]
-    assert 0.005 <= whole < 0.05 and 0.03 <= setup < 0.06 and result == "whole"
+    timing = paired_timing(sleeper("whole"), sleeper("setup"), "cpu", repeats=3)
+    whole, setup, difference = timing.seconds
+    assert calls == ["whole", "setup"] * 4 and timing.result == "whole"
+    assert 0.03 <= whole < 0.05 and 0.01 <= setup < 0.02
+    assert 0.02 < difference < 0.045  # the middle pair, not the extremes (0.00 and 0.06)
