@@ -4,7 +4,9 @@ The estimate has three parts:
 
 * the painting state at the operating layer, ``PER_ELEMENT_BYTES`` per element of C*h*w: the step
   activation and the painted activation (float32 each), the global and per-step stroke order (int32
-  each), and the bool masks (painted, flush comparison, allowed/init copies inside the op);
+  each), the bool masks (painted, flush comparison, allowed/init copies inside the op), and the
+  stroke op's own working copies (on the CPU a tile-major copy of the activation and, for p > 1, a
+  per-location channel tree: 9 bytes; less on CUDA);
 * the generator's working set at full size, measured on a small probe: the largest output of any
   submodule during ``forward``, scaled by the area ratio, times ``WORKING_SET_FACTOR`` (the module's
   input, its output and the temporaries of pad/conv/normalisation live at once);
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from ..generators.base import Generator, Layer
 
-PER_ELEMENT_BYTES = 20
+PER_ELEMENT_BYTES = 29
 WORKING_SET_FACTOR = 4
 _PROBE_SIDE = 128
 GIB = 1024 ** 3
