@@ -61,11 +61,24 @@ def test_empty_inputs(backend):
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
 @pytest.mark.parametrize("channels, tau", [(129, 64), (300, 1), (300, 299), (513, 256)])
 def test_fused_matches_reference_on_deep_channel_stacks(backend, channels, tau):
-    """Deep stacks take the CPU's radix selection (few channels take a plain selection)."""
+    """Deep stacks, many ties at the tau-th response, signed zeros."""
     g = torch.Generator().manual_seed(channels + tau)
     Y = torch.randn(2, channels, 5, 7, generator=g)
     Y[0] = (Y[0] * 4).round() / 4  # many ties at the tau-th response
     Y[1, :, 0, 0] = 0.0
     Y[1, ::2, 0, 1] = -0.0  # signed zeros tie
     allowed = torch.rand(2, 5, 7, generator=g) > 0.1
+    assert torch.equal(flush(Y, tau, backend, allowed), flush(Y, tau, "reference", allowed))
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("channels, tau, width", [(1, 1, 37), (2, 1, 17), (33, 5, 16), (200, 100, 1), (64, 63, 41)])
+def test_fused_matches_reference_across_location_blocks(backend, channels, tau, width):
+    """The CPU selects 16 adjacent locations together: rows that end inside a block, a single
+    column, one or two channels, and blocks whose locations hold equal words in every channel."""
+    g = torch.Generator().manual_seed(channels * 100 + width)
+    Y = (torch.randn(3, channels, 4, width, generator=g) * 2).round() / 2
+    Y[1] = 0.25  # every word of every location equal
+    Y[2, :, :, ::3] = -0.0
+    allowed = torch.rand(3, 4, width, generator=g) > 0.1
     assert torch.equal(flush(Y, tau, backend, allowed), flush(Y, tau, "reference", allowed))

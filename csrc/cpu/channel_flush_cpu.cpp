@@ -1,7 +1,7 @@
 // Channel flush on the CPU: at every allowed location keep the tau channels of highest response
-// (ties to the smaller channel). Per row of locations:
-//   1. gather the order-preserving words (paint_rules.h) channel-last, so a location's C words are
-//      contiguous, and find the tau-th largest word T by a byte-wise radix select, O(C) per location;
+// (ties to the smaller channel). Per row of locations, in blocks of kLanes adjacent locations:
+//   1. read the order-preserving words (paint_rules.h) of the block channel by channel, as Y is laid
+//      out, one lane per location, and find each lane's tau-th largest word T bit by bit;
 //   2. keep the words >= T, reading Y and writing the mask row by row (contiguous, vectorised);
 //   3. where more words equal T than tau leaves room for (rare), keep only the first ones, i.e.
 //      those of the smaller channels.
@@ -11,7 +11,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <functional>
 #include <vector>
 
 #include "../op_checks.h"
@@ -20,7 +19,7 @@
 namespace cpia {
 namespace {
 
-constexpr int64_t kGatherBlock = 16;  // locations gathered together, to keep the transposition cache-friendly
+constexpr int64_t kLanes = 16;  // adjacent locations selected together
 
 struct TauThWord {
   uint32_t word;      // the tau-th largest word T
@@ -28,33 +27,45 @@ struct TauThWord {
   int64_t ties;       // how many words equal T
 };
 
-// The tau-th largest of `size` words; `words` is used as scratch. A radix select, most significant
-// byte first, for many channels; a plain selection for few, where 256 counters would dominate.
-TauThWord select_tau_th_word(uint32_t* words, int64_t size, int64_t tau) {
-  if (size <= 128) {
-    std::nth_element(words, words + (tau - 1), words + size, std::greater<uint32_t>());
-    const uint32_t word = words[tau - 1];
-    int64_t above = 0, ties = 0;
-    for (int64_t i = 0; i < size; ++i) {
-      above += words[i] > word;
-      ties += words[i] == word;
+// The tau-th largest word of each lane, words[c * kLanes + lane]. T is built from the top bit
+// down: a bit is set if at least tau words reach the prefix with it, which gives the largest T
+// with tau words >= T. Every step is the same compare-and-count over all lanes, which the compiler
+// vectorises; a per-location selection would be dominated by its branches. The bits above the
+// highest one in which some lane's words differ are common to all its words, T included, so the
+// search starts below them.
+void select_tau_th_words(const uint32_t* words, int64_t channels, int64_t tau, TauThWord* selected) {
+  uint32_t low[kLanes], high[kLanes];
+  std::copy(words, words + kLanes, low);
+  std::copy(words, words + kLanes, high);
+  for (int64_t c = 1; c < channels; ++c) {
+    for (int64_t lane = 0; lane < kLanes; ++lane) {
+      low[lane] = std::min(low[lane], words[c * kLanes + lane]);
+      high[lane] = std::max(high[lane], words[c * kLanes + lane]);
     }
-    return {word, tau - above, ties};
   }
-  int64_t rank = tau - 1;  // 0-based rank from the top within the words still in play
-  for (int shift = 24; shift >= 0 && size > 1; shift -= 8) {
-    int32_t counts[256] = {0};
-    for (int64_t i = 0; i < size; ++i) ++counts[(words[i] >> shift) & 0xFF];
-    int digit = 255;
-    while (counts[digit] <= rank) rank -= counts[digit--];
-    int64_t kept = 0;
-    for (int64_t i = 0; i < size; ++i) {
-      if (static_cast<int>((words[i] >> shift) & 0xFF) == digit) words[kept++] = words[i];
+  uint32_t differing = 0;
+  for (int64_t lane = 0; lane < kLanes; ++lane) differing |= low[lane] ^ high[lane];
+  const int top_bit = differing == 0 ? -1 : 31 - __builtin_clz(differing);
+  const uint32_t below_top = top_bit < 0 ? 0u : static_cast<uint32_t>((uint64_t{2} << top_bit) - 1);
+  uint32_t prefix[kLanes];
+  for (int64_t lane = 0; lane < kLanes; ++lane) prefix[lane] = low[lane] & ~below_top;
+  for (int bit = top_bit; bit >= 0; --bit) {
+    uint32_t candidate[kLanes];
+    int32_t reaching[kLanes] = {0};
+    for (int64_t lane = 0; lane < kLanes; ++lane) candidate[lane] = prefix[lane] | (1u << bit);
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t lane = 0; lane < kLanes; ++lane) reaching[lane] += words[c * kLanes + lane] >= candidate[lane];
     }
-    size = kept;
+    for (int64_t lane = 0; lane < kLanes; ++lane) prefix[lane] = reaching[lane] >= tau ? candidate[lane] : prefix[lane];
   }
-  // The words left all equal T, and the `rank` words of them before T's place are kept too.
-  return {words[0], rank + 1, size};
+  int32_t above[kLanes] = {0}, ties[kLanes] = {0};
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t lane = 0; lane < kLanes; ++lane) {
+      above[lane] += words[c * kLanes + lane] > prefix[lane];
+      ties[lane] += words[c * kLanes + lane] == prefix[lane];
+    }
+  }
+  for (int64_t lane = 0; lane < kLanes; ++lane) selected[lane] = {prefix[lane], tau - above[lane], ties[lane]};
 }
 
 at::Tensor channel_flush_cpu(const at::Tensor& y, const at::Tensor& allowed, int64_t tau) {
@@ -69,32 +80,29 @@ at::Tensor channel_flush_cpu(const at::Tensor& y, const at::Tensor& allowed, int
   bool* kept_at = kept.data_ptr<bool>();
 
   at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint32_t> words(kGatherBlock * C);
-    std::vector<uint32_t> tau_th(W);  // T per location
-    std::vector<TauThWord> selected(W);
+    std::vector<uint32_t> words(kLanes * C);
+    std::vector<TauThWord> selected(W + kLanes);  // T per location (the last block's spare lanes too)
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / H, h = row % H;
       const float* plane = responses + n * C * HW + h * W;
       const bool* row_allowed = allowed_at + n * HW + h * W;
-      for (int64_t w0 = 0; w0 < W; w0 += kGatherBlock) {
-        const int64_t span = std::min(kGatherBlock, W - w0);
+      for (int64_t w0 = 0; w0 < W; w0 += kLanes) {
+        const int64_t span = std::min(kLanes, W - w0);
         for (int64_t c = 0; c < C; ++c) {
-          for (int64_t i = 0; i < span; ++i) words[i * C + c] = ordered_bits(plane[c * HW + w0 + i]);
+          // Spare lanes past the row's end repeat its last location: harmless, and never read.
+          for (int64_t i = 0; i < kLanes; ++i) words[c * kLanes + i] = ordered_bits(plane[c * HW + w0 + std::min(i, span - 1)]);
         }
-        for (int64_t i = 0; i < span; ++i) {
-          selected[w0 + i] = select_tau_th_word(words.data() + i * C, C, tau);
-          tau_th[w0 + i] = selected[w0 + i].word;
-        }
+        select_tau_th_words(words.data(), C, tau, selected.data() + w0);
       }
       bool* out = kept_at + n * C * HW + h * W;
       for (int64_t c = 0; c < C; ++c) {
-        for (int64_t w = 0; w < W; ++w) out[c * HW + w] = (ordered_bits(plane[c * HW + w]) >= tau_th[w]) & row_allowed[w];
+        for (int64_t w = 0; w < W; ++w) out[c * HW + w] = (ordered_bits(plane[c * HW + w]) >= selected[w].word) & row_allowed[w];
       }
       for (int64_t w = 0; w < W; ++w) {
         if (selected[w].ties == selected[w].ties_kept || !row_allowed[w]) continue;
         int64_t ties_left = selected[w].ties_kept;
         for (int64_t c = 0; c < C; ++c) {
-          if (ordered_bits(plane[c * HW + w]) != tau_th[w]) continue;
+          if (ordered_bits(plane[c * HW + w]) != selected[w].word) continue;
           out[c * HW + w] = ties_left-- > 0;
         }
       }
