@@ -2,8 +2,8 @@
 
 The CUDA kernels are built when the CUDA toolkit is found, else a CPU-only extension is built.
 CPIA_CUDA=1 forces the CUDA build (failing without a toolkit), CPIA_CUDA=0 forces CPU-only.
-DEBUG=1 builds with -O0 -g. With no GPU visible and TORCH_CUDA_ARCH_LIST unset, the CUDA build
-targets sm_80 and sm_90 (+PTX for newer cards).
+DEBUG=1 builds with -O0 -g and debug-only assertions. With no GPU visible and
+TORCH_CUDA_ARCH_LIST unset, the CUDA build targets sm_80 and sm_90 (+PTX for newer cards).
 """
 
 import glob
@@ -42,7 +42,7 @@ def configure_cuda_environment() -> None:
 
 def extension():
     debug = os.environ.get("DEBUG", "0") == "1"
-    optimise = ["-O0", "-g"] if debug else ["-O3"]
+    optimise = ["-O0", "-g", "-UNDEBUG"] if debug else ["-O3"]  # -UNDEBUG: debug-only assertions on
     sources = [os.path.join("csrc", "ops.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cxx_flags = optimise + ["-ffp-contract=off"]
     with_cuda = cuda_wanted()

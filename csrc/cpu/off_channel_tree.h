@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -83,7 +84,11 @@ class OffChannelTree {
     for (size_t level = top; level >= 1; --level) {
       const float* children = level_row(level - 1, at);
       int64_t child = node * kFanout;
-      while (children[child] != target) ++child;
+      while (children[child] != target) {
+        ++child;
+        TORCH_INTERNAL_ASSERT_DEBUG_ONLY(child < std::min((node + 1) * kFanout, widths_[level - 1]),
+                                         "OffChannelTree: a node lost its children's maximum");
+      }
       node = child;
     }
     return node;
