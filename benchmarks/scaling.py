@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 
 import cpia_cuda
 
 from .inputs import correlated_activation
-from .suite import available_backends, synchronize
+from .suite import available_backends, time_once
 
 STROKES = 2000
 BASE = dict(C=256, H=64, W=64, tau=64, brush=1, p=2)
@@ -76,16 +75,11 @@ def paired_timing(run_whole, run_setup, device: str, repeats: int) -> PairedTimi
     run_setup()
     whole, setup = [], []
     for _ in range(repeats):
-        for run, times in ((run_whole, whole), (run_setup, setup)):
-            synchronize(device)
-            start = time.perf_counter()
-            outcome = run()
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-            if run is run_whole:
-                result = outcome
-    differences = sorted(w - s for w, s in zip(whole, setup))
-    return PairedTiming((min(whole), min(setup), statistics.median(differences)), result)
+        seconds, result = time_once(run_whole, device)
+        whole.append(seconds)
+        setup.append(time_once(run_setup, device)[0])
+    pair_differences = [w - s for w, s in zip(whole, setup)]
+    return PairedTiming((min(whole), min(setup), statistics.median(pair_differences)), result)
 
 
 def growth_per_4x(points: list[ScalingPoint]) -> list[tuple[str, str, int, int, float, float]]:

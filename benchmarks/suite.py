@@ -107,12 +107,18 @@ def timed(run: Callable[[], object], device: str, repeats: int) -> tuple[float, 
     synchronize(device)
     times = []
     for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        result = run()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+        seconds, result = time_once(run, device)
+        times.append(seconds)
     return statistics.median(times), result
+
+
+def time_once(run: Callable[[], object], device: str) -> tuple[float, object]:
+    """Wall time of one run, the device's queued work drained before and after; and its result."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = run()
+    synchronize(device)
+    return time.perf_counter() - start, result
 
 
 def _device_of(backend: str) -> str:

@@ -375,7 +375,7 @@ class StrokePainter {
   const StrokeParams params_;
   const int64_t tiles_h_, tiles_w_, tiles_;
   ScratchBuffer<float> open_responses_;  // (C, tiles, 64): Y, or kClosed
-  std::vector<int32_t> channels_on_;         // (tiles, 64)
+  std::vector<int32_t> channels_on_;     // (tiles, 64)
   std::vector<uint8_t> tile_dirty_;
   std::vector<int64_t> dirty_tiles_;
   std::vector<KeyTree> channel_trees_;
