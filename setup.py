@@ -44,7 +44,9 @@ def extension():
     debug = os.environ.get("DEBUG", "0") == "1"
     optimise = ["-O0", "-g", "-UNDEBUG"] if debug else ["-O3"]  # -UNDEBUG: debug-only assertions on
     sources = [os.path.join("csrc", "ops.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    cxx_flags = optimise + ["-ffp-contract=off"]
+    # -fopenmp: at::parallel_for only runs in parallel in code compiled with OpenMP (the library
+    # then uses the libgomp that torch has loaded).
+    cxx_flags = optimise + ["-ffp-contract=off", "-fopenmp"]
     with_cuda = cuda_wanted()
     if with_cuda:
         configure_cuda_environment()
@@ -61,6 +63,7 @@ def extension():
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args=flags,
+        extra_link_args=["-fopenmp"],
     )
 
 

@@ -121,3 +121,10 @@ def test_huge_finite_values_are_accepted():
     Y[1] = 2e38
     assert channel_flush(Y, 1)[0].all()
     assert channel_stroke(Y, 1, brush=0).stop_reason == "exhausted"
+
+
+def test_cpu_kernels_are_built_with_intra_op_threads():
+    """Without OpenMP at build time, at::parallel_for in the kernels silently runs on one thread."""
+    from cpia_cuda import _ops
+
+    assert _ops._C.intra_op_parallel()
