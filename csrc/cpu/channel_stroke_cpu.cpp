@@ -27,6 +27,7 @@
 #include "../paint_rules.h"
 #include "off_channel_tree.h"
 #include "scratch_buffer.h"
+#include "float_lanes.h"
 
 namespace cpia {
 namespace {
@@ -109,43 +110,37 @@ class StrokePainter {
         tiles_h_((height + kTileH - 1) / kTileH),
         tiles_w_((width + kTileW - 1) / kTileW),
         tiles_(tiles_h_ * tiles_w_),
-        open_responses_(channels * tiles_ * kTileSize),
+        channel_stride_(tiles_ * kTileSize + kChannelPad),
+        open_responses_(channels * channel_stride_),
         channels_on_(tiles_ * kTileSize, 0),
         tile_dirty_(channels * tiles_, 0),
-        channel_trees_(channels),
+        channel_trees_(channels, KeyTree(tiles_)),
         channel_best_(channels) {
-    if (init_mask != nullptr) {
-      for (int64_t c = 0; c < C_; ++c) {
-        for (int64_t at = 0; at < HW_; ++at) {
-          channels_on_[cell_of(at / W_, at % W_)] += init_mask[c * HW_ + at];
-          channel_counts_[c] += init_mask[c * HW_ + at] & allowed[at];
-        }
-      }
-    }
-    for (int64_t at = 0; at < HW_; ++at) {
-      allowed_count_ += allowed[at];
-      covered_ += allowed[at] && channels_on_[cell_of(at / W_, at % W_)] > 0;
-    }
-    // One pass over Y: the tiled responses and tile leaves of every channel, and the largest
-    // response at allowed locations.
-    std::vector<float> channel_max(C_, -std::numeric_limits<float>::infinity());
     // Threads only pay off with enough elements each (small images stay on one thread).
-    const int64_t channels_per_task = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(HW_, 1));
-    at::parallel_for(0, C_, channels_per_task, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c) {
-        channel_trees_[c] = KeyTree(tiles_);
-        Key* leaves = channel_trees_[c].leaves();
-        float y_max = -std::numeric_limits<float>::infinity();
-        for (int64_t t = 0; t < tiles_; ++t) {
-          copy_tile(y, allowed, init_mask, c, t, y_max);
-          leaves[t] = scan_tile(c, t);
-        }
-        channel_trees_[c].rebuild();
-        channel_max[c] = y_max;
-      }
+    constexpr int64_t kElementsPerTask = int64_t{1} << 16;
+    if (init_mask != nullptr) count_initially_on(allowed, init_mask, kElementsPerTask);
+    // One pass over Y, channel by channel as it is laid out: the working copy, the tile leaves of
+    // each channel's tree, and the largest response at allowed locations.
+    std::vector<float> channel_max(C_, kClosed);
+    at::parallel_for(0, C_, std::max<int64_t>(1, kElementsPerTask / HW_), [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) channel_max[c] = prepare_channel(y, allowed, init_mask, c);
     });
     threshold_ = response_threshold(params_.min_response, *std::max_element(channel_max.begin(), channel_max.end()));
-    if (params_.p > 1) off_channels_ = std::make_unique<OffChannelTree>(y, init_mask, C_, HW_);
+    if (params_.p > 1) {
+      off_channels_ = std::make_unique<OffChannelTree>(C_, tiles_ * kTileSize);
+      at::parallel_for(0, tiles_, std::max<int64_t>(1, kElementsPerTask / (C_ * kTileSize)),
+                       [&](int64_t begin, int64_t end) {
+                         for (int64_t t = begin; t < end; ++t) {
+                           off_channels_->fill(t * kTileSize, kTileSize, &response(0, t * kTileSize), channel_stride_);
+                         }
+                       });
+    }
+    for (int64_t h = 0; h < H_; ++h) {
+      for (int64_t w = 0; w < W_; ++w) {
+        allowed_count_ += allowed[h * W_ + w];
+        covered_ += allowed[h * W_ + w] && channels_on_[cell_of(h, w)] > 0;
+      }
+    }
     for (int64_t c = 0; c < C_; ++c) channel_best_.leaves()[c] = channel_trees_[c].root();
     channel_best_.rebuild();
   }
@@ -171,6 +166,9 @@ class StrokePainter {
 
  private:
   static constexpr int64_t kTileSize = kTileH * kTileW;
+  // Channels of the working copy are one cache line further apart than their size: with sizes
+  // of 2^k lines, reading a location across channels would map every line to one cache set.
+  static constexpr int64_t kChannelPad = 64 / sizeof(float);
   // Marks elements that cannot become candidates again: switched on, or at a location not allowed.
   static constexpr float kClosed = -std::numeric_limits<float>::infinity();  // Y is finite
 
@@ -180,8 +178,8 @@ class StrokePainter {
   int64_t cell_of(int64_t h, int64_t w) const {
     return ((h / kTileH) * tiles_w_ + w / kTileW) * kTileSize + (h % kTileH) * kTileW + w % kTileW;
   }
-  float& response(int64_t c, int64_t cell) { return open_responses_[c * tiles_ * kTileSize + cell]; }
-  float response(int64_t c, int64_t cell) const { return open_responses_[c * tiles_ * kTileSize + cell]; }
+  float& response(int64_t c, int64_t cell) { return open_responses_[c * channel_stride_ + cell]; }
+  float response(int64_t c, int64_t cell) const { return open_responses_[c * channel_stride_ + cell]; }
   uint32_t flat_index(int64_t c, int64_t h, int64_t w) const { return static_cast<uint32_t>(c * HW_ + h * W_ + w); }
 
   // open_responses_ holds kClosed where the location is not allowed or the element is on, which
@@ -190,20 +188,70 @@ class StrokePainter {
     return is_candidate(response(c, cell) != kClosed, /*on=*/false, channels_on_[cell], params_.tau);
   }
 
-  void copy_tile(const float* y, const bool* allowed, const bool* init_mask, int64_t c, int64_t t, float& y_max) {
-    float* tile = &response(c, t * kTileSize);
-    const int64_t h0 = (t / tiles_w_) * kTileH, w0 = (t % tiles_w_) * kTileW;
-    for (int64_t i = 0; i < kTileSize; ++i) {
-      const int64_t h = h0 + i / kTileW, w = w0 + i % kTileW;
-      if (h >= H_ || w >= W_) {
-        tile[i] = kClosed;
-        continue;
+  // Channels on at the start: per location (channels_on_) and per channel at allowed locations.
+  void count_initially_on(const bool* allowed, const bool* init_mask, int64_t elements_per_task) {
+    // Threads own rows of tiles, so each updates the counts of its own locations.
+    at::parallel_for(0, tiles_h_, std::max<int64_t>(1, elements_per_task / (C_ * kTileH * W_)),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t c = 0; c < C_; ++c) {
+                         for (int64_t h = begin * kTileH; h < std::min(end * kTileH, H_); ++h) {
+                           for (int64_t w = 0; w < W_; ++w) {
+                             channels_on_[cell_of(h, w)] += init_mask[c * HW_ + h * W_ + w];
+                           }
+                         }
+                       }
+                     });
+    at::parallel_for(0, C_, std::max<int64_t>(1, elements_per_task / HW_), [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        int64_t on_at_allowed = 0;
+        for (int64_t at = 0; at < HW_; ++at) on_at_allowed += init_mask[c * HW_ + at] & allowed[at];
+        channel_counts_[c] += on_at_allowed;
       }
-      const int64_t at = h * W_ + w;
-      const float value = y[c * HW_ + at];
-      y_max = allowed[at] && value > y_max ? value : y_max;  // init_mask elements count too
-      const bool closed = !allowed[at] || (init_mask != nullptr && init_mask[c * HW_ + at]);
-      tile[i] = closed ? kClosed : value;
+    });
+  }
+
+  // Channel c of the working copy, row by row, and its tile tree (whose leaves need channels_on_
+  // complete). Returns its largest response at allowed locations (init_mask
+  // elements included).
+  float prepare_channel(const float* y, const bool* allowed, const bool* init_mask, int64_t c) {
+    const bool padded = H_ % kTileH != 0 || W_ % kTileW != 0;
+    if (padded) std::fill(&response(c, 0), &response(c, 0) + tiles_ * kTileSize, kClosed);
+    FloatLanes lane_max = splat(kClosed);
+    for (int64_t h = 0; h < H_; ++h) {
+      const int64_t at = h * W_;
+      const bool* init_row = init_mask != nullptr ? init_mask + c * HW_ + at : nullptr;
+      for (int64_t w0 = 0; w0 < W_; w0 += kTileW) {
+        copy_open(y + c * HW_ + at + w0, allowed + at + w0, init_row != nullptr ? init_row + w0 : nullptr,
+                  std::min<int64_t>(kTileW, W_ - w0), &response(c, cell_of(h, w0)), lane_max);
+      }
+    }
+    Key* leaves = channel_trees_[c].leaves();
+    for (int64_t t = 0; t < tiles_; ++t) leaves[t] = scan_tile(c, t);
+    channel_trees_[c].rebuild();
+    return max_of_lanes(lane_max);
+  }
+
+  // One tile row: out[i] = y[i], or kClosed where the location is not allowed or the element is
+  // on at the start (init_mask may be null); lane_max takes y at the allowed locations. A row cut
+  // by the image border (count < kTileW) goes through padded copies.
+  static void copy_open(const float* y, const bool* allowed, const bool* init_mask, int64_t count, float* out,
+                        FloatLanes& lane_max) {
+    if (count < kTileW) {
+      float y_row[kTileW], out_row[kTileW];
+      bool allowed_row[kTileW] = {}, init_row[kTileW] = {};
+      std::copy(y, y + count, y_row);
+      std::fill(y_row + count, y_row + kTileW, kClosed);
+      std::copy(allowed, allowed + count, allowed_row);
+      if (init_mask != nullptr) std::copy(init_mask, init_mask + count, init_row);
+      copy_open(y_row, allowed_row, init_row, kTileW, out_row, lane_max);
+      std::copy(out_row, out_row + count, out);
+      return;
+    }
+    const FloatLanes closed = splat(kClosed);
+    for (int64_t i = 0; i < kTileW; i += kLanes) {
+      const FloatLanes open = select(true_lanes(allowed + i), load_lanes(y + i), closed);
+      lane_max = max_lanes(lane_max, open);
+      store_lanes(out + i, init_mask != nullptr ? select(true_lanes(init_mask + i), closed, open) : open);
     }
   }
 
@@ -227,8 +275,25 @@ class StrokePainter {
     return make_key(best_score, flat_index(c, h0 + best_cell / kTileW, w0 + best_cell % kTileW));
   }
 
+  // The same for the unpenalised score Y, in SIMD lanes: the largest candidate
+  // response of each tile column, then the first candidate with the largest of them (== also
+  // matches -0.0 with +0.0, as the float comparison above does). Closed elements hold kClosed, so
+  // of the candidate rule only the channel count needs a test.
   Key scan_tile(int64_t c, int64_t t) const {
-    return scan_tile(c, t, [](float y, int64_t, int64_t) { return y; });
+    const float* responses = open_responses_.get() + c * channel_stride_ + t * kTileSize;
+    const int32_t* on = &channels_on_[t * kTileSize];
+    const int32_t tau = params_.tau;
+    FloatLanes lane_best = splat(kClosed);
+    for (int64_t i = 0; i < kTileSize; i += kLanes) {
+      const MaskLanes candidate = less_than(on + i, tau);  // is_candidate, for elements not closed
+      lane_best = max_lanes(lane_best, select(candidate, load_lanes(responses + i), splat(kClosed)));
+    }
+    const float best = max_of_lanes(lane_best);
+    if (best == kClosed) return kNoCandidate;
+    int64_t i = 0;
+    while (!(responses[i] == best && is_candidate(true, false, on[i], tau))) ++i;
+    const int64_t h = (t / tiles_w_) * kTileH + i / kTileW, w = (t % tiles_w_) * kTileW + i % kTileW;
+    return make_key(best, flat_index(c, h, w));
   }
 
   float weight_at(int64_t d2) const {
@@ -316,11 +381,11 @@ class StrokePainter {
     const int64_t cell = cell_of(h, w);
     const int64_t extra = std::min<int64_t>(params_.p - 1, params_.tau - channels_on_[cell] - 1);
     if (extra <= 0) return;
-    off_channels_->remove(h * W_ + w, c);  // the stroke switches it on in any case
+    off_channels_->remove(cell, c);  // the stroke switches it on in any case
     while (static_cast<int64_t>(channels.size()) <= extra) {
-      const int64_t next = off_channels_->best(h * W_ + w);
+      const int64_t next = off_channels_->best(cell);
       if (next < 0) break;
-      off_channels_->remove(h * W_ + w, next);
+      off_channels_->remove(cell, next);
       if (response(next, cell) != kClosed) channels.push_back(next);
     }
   }
@@ -374,7 +439,8 @@ class StrokePainter {
   const int64_t C_, H_, W_, HW_;
   const StrokeParams params_;
   const int64_t tiles_h_, tiles_w_, tiles_;
-  ScratchBuffer<float> open_responses_;  // (C, tiles, 64): Y, or kClosed
+  const int64_t channel_stride_;
+  ScratchBuffer<float> open_responses_;  // (C, tiles, 64) with channel_stride_: Y, or kClosed
   std::vector<int32_t> channels_on_;     // (tiles, 64)
   std::vector<uint8_t> tile_dirty_;
   std::vector<int64_t> dirty_tiles_;

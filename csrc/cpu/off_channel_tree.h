@@ -5,7 +5,6 @@
 // drop them when they surface.
 #pragma once
 
-#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "../paint_rules.h"
+#include "float_lanes.h"
 #include "scratch_buffer.h"
 
 namespace cpia {
@@ -23,35 +23,39 @@ class OffChannelTree {
   static constexpr int64_t kFanout = 16;
   static constexpr float kTakenOut = -std::numeric_limits<float>::infinity();  // Y is finite
 
-  // y is (C, H*W); channels where `taken_out` (same shape, may be null) is set start taken out.
-  OffChannelTree(const float* y, const bool* taken_out, int64_t channels, int64_t locations)
-      : C_(channels), HW_(locations) {
+  // Leaves and nodes are left unwritten: fill() sets every location before it is asked.
+  OffChannelTree(int64_t channels, int64_t locations) : C_(channels) {
     for (int64_t width = C_;; width = (width + kFanout - 1) / kFanout) {
       widths_.push_back(width);
-      levels_.emplace_back(width * HW_);  // uninitialised: every entry is written below
+      levels_.emplace_back(width * locations);
       if (width == 1) break;
     }
-    // Blocks of 8 locations x 8 channels keep the transposition's power-of-two strides off shared
-    // cache sets; the upper levels of a block are built while its responses are still in cache.
-    constexpr int64_t kBlock = 8;
-    at::parallel_for(0, (HW_ + kBlock - 1) / kBlock, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t at0 = begin * kBlock; at0 < std::min(end * kBlock, HW_); at0 += kBlock) {
-        const int64_t at1 = std::min(at0 + kBlock, HW_);
-        float* leaves = levels_[0].get();
-        for (int64_t c0 = 0; c0 < C_; c0 += kBlock) {
-          for (int64_t c = c0; c < std::min(c0 + kBlock, C_); ++c) {
-            for (int64_t at = at0; at < at1; ++at) {
-              leaves[at * C_ + c] = taken_out != nullptr && taken_out[c * HW_ + at] ? kTakenOut : y[c * HW_ + at];
-            }
-          }
-        }
-        for (int64_t at = at0; at < at1; ++at) {
-          for (size_t level = 1; level < levels_.size(); ++level) {
-            for (int64_t node = 0; node < widths_[level]; ++node) level_row(level, at)[node] = children_max(level, at, node);
-          }
-        }
+  }
+
+  // Sets locations [first, first + count): channel c's response at location first + i is
+  // responses[c * channel_stride + i] (kTakenOut for a channel that starts taken out).
+  void fill(int64_t first, int64_t count, const float* responses, int64_t channel_stride) {
+    float* leaves = level_row(0, first);
+    // 4 channels x 4 locations at a time: four contiguous reads, one register transpose, four
+    // contiguous writes; the channels past the last multiple of 4, and locations likewise, one by one.
+    const int64_t c_blocks = C_ / kLanes * kLanes, i_blocks = count / kLanes * kLanes;
+    for (int64_t c0 = 0; c0 < c_blocks; c0 += kLanes) {
+      for (int64_t i0 = 0; i0 < i_blocks; i0 += kLanes) {
+        FloatLanes block[kLanes];
+        for (int64_t k = 0; k < kLanes; ++k) block[k] = load_lanes(responses + (c0 + k) * channel_stride + i0);
+        transpose_lanes(block);
+        for (int64_t k = 0; k < kLanes; ++k) store_lanes(leaves + (i0 + k) * C_ + c0, block[k]);
       }
-    });
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t c_begin = i < i_blocks ? c_blocks : 0;
+      for (int64_t c = c_begin; c < C_; ++c) leaves[i * C_ + c] = responses[c * channel_stride + i];
+    }
+    for (int64_t at = first; at < first + count; ++at) {
+      for (size_t level = 1; level < levels_.size(); ++level) {
+        for (int64_t node = 0; node < widths_[level]; ++node) level_row(level, at)[node] = children_max(level, at, node);
+      }
+    }
   }
 
   // Takes channel c out at location `at` (no-op if it already was).
@@ -100,12 +104,17 @@ class OffChannelTree {
   float children_max(size_t level, int64_t at, int64_t node) const {
     const float* children = level_row(level - 1, at);
     const int64_t first = node * kFanout, last = std::min(first + kFanout, widths_[level - 1]);
-    float best = children[first];
-    for (int64_t child = first + 1; child < last; ++child) best = children[child] > best ? children[child] : best;
+    if (last - first == kFanout) {
+      FloatLanes lanes = load_lanes(children + first);
+      for (int64_t k = kLanes; k < kFanout; k += kLanes) lanes = max_lanes(lanes, load_lanes(children + first + k));
+      return max_of_lanes(lanes);
+    }
+    float best = kTakenOut;
+    for (int64_t child = first; child < last; ++child) best = std::max(best, children[child]);
     return best;
   }
 
-  const int64_t C_, HW_;
+  const int64_t C_;
   std::vector<int64_t> widths_;  // entries per location at each level; level 0 holds the responses
   std::vector<ScratchBuffer<float>> levels_;
 };
