@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 from dataclasses import dataclass
 
 import cpia_cuda
@@ -11,6 +14,7 @@ from .inputs import correlated_activation
 from .suite import available_backends, time_once
 
 STROKES = 2000
+STROKES_SCOPE = "cpia::channel_stroke.strokes"  # the CPU kernel's profiler scope around its stroke loop
 BASE = dict(C=256, H=64, W=64, tau=64, brush=1, p=2)
 SWEEPS = {
     "C": [64, 128, 256, 512, 1024, 2048, 4096],
@@ -27,64 +31,86 @@ class ScalingPoint:
     value: int
     backend: str
     strokes: int
-    seconds: float        # the whole call
-    setup_seconds: float  # the same call with max_strokes=0: checks, one pass over Y, outputs
-    strokes_seconds: float  # what the strokes add: median of (whole - setup) over adjacent pairs of runs
+    seconds: float          # the whole call: checks, the O(C*H*W) preparation, the strokes, the outputs
+    strokes_seconds: float  # the stroke loop alone (see stroke_loop_seconds)
 
     @property
     def us_per_stroke(self) -> float:
-        """Whole call divided by the strokes (the O(C*H*W) setup included)."""
+        """Whole call divided by the strokes (the O(C*H*W) preparation included)."""
         return self.seconds / max(self.strokes, 1) * 1e6
 
     @property
-    def marginal_us_per_stroke(self) -> float:
-        """What one more stroke costs: the strokes' share of the call / strokes."""
+    def loop_us_per_stroke(self) -> float:
+        """The stroke loop divided by the strokes: what one stroke costs."""
         return self.strokes_seconds / max(self.strokes, 1) * 1e6
 
 
-def measure(parameter: str, value: int, backend: str, repeats: int) -> ScalingPoint:
-    config = dict(BASE)
-    if parameter == "HW":
-        config["H"] = config["W"] = value
-    else:
-        config[parameter] = value
+def measure_sweep(parameter: str, values: list[int], backend: str, repeats: int, base: dict = BASE,
+                  strokes: int = STROKES) -> list[ScalingPoint]:
+    """One point per value of ``parameter``, the others at ``base``.
+
+    The values are measured in rounds, one call of each per round, so that every value meets the
+    same moments of a shared machine whose speed drifts; each point keeps its fastest round (CUDA's
+    stroke loop: the median round, being a difference of two timings).
+    """
     device = "cuda" if backend == "cuda" else "cpu"
+    runs = {value: _stroke_run(dict(base, **_setting(parameter, value)), backend, device) for value in values}
+    whole = {value: [] for value in values}
+    loop = {value: [] for value in values}
+    results = {value: run(strokes) for value, run in runs.items()}  # warm-up
+    for _ in range(repeats):
+        for value, run in runs.items():
+            seconds, results[value] = time_once(lambda: run(strokes), device)
+            whole[value].append(seconds)
+            if backend == "cpu":
+                loop[value].append(profiled_scope_seconds(lambda: run(strokes), STROKES_SCOPE))
+            else:
+                loop[value].append(seconds - time_once(lambda: run(0), device)[0])
+    pick_loop = min if backend == "cpu" else statistics.median
+    return [ScalingPoint(parameter, value, backend, results[value].num_strokes, min(whole[value]),
+                         pick_loop(loop[value])) for value in values]
+
+
+def _setting(parameter: str, value: int) -> dict:
+    return dict(H=value, W=value) if parameter == "HW" else {parameter: value}
+
+
+def _stroke_run(config: dict, backend: str, device: str):
     Y = correlated_activation((config["C"], config["H"], config["W"])).to(device)
+
     def run(strokes: int):
         return cpia_cuda.channel_stroke(Y, config["tau"], brush=config["brush"], p=config["p"], max_strokes=strokes,
                                         min_response=0.0, backend=backend)
 
-    timing = paired_timing(lambda: run(STROKES), lambda: run(0), device, repeats)
-    return ScalingPoint(parameter, value, backend, timing.result.num_strokes, *timing.seconds)
+    return run
 
 
-@dataclass
-class PairedTiming:
-    seconds: tuple[float, float, float]  # fastest whole call, fastest setup, median (whole - setup)
-    result: object
+def profiled_scope_seconds(run, scope: str) -> float:
+    """Total seconds of the profiler events named ``scope`` during ``run()``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU]) as profiler:
+        run()
+    return sum(event.cpu_time_total for event in profiler.events() if event.name == scope) * 1e-6
 
 
-def paired_timing(run_whole, run_setup, device: str, repeats: int) -> PairedTiming:
-    """``repeats`` pairs of a whole call and its setup alone, run back to back after a warm-up.
-
-    What the strokes add is a difference of two timings, small beside the setup for large inputs;
-    taking it within each pair exposes both runs to the same state of the shared machine, and the
-    median over pairs drops the disturbed ones.
-    """
-    result = run_whole()
-    run_setup()
-    whole, setup = [], []
-    for _ in range(repeats):
-        seconds, result = time_once(run_whole, device)
-        whole.append(seconds)
-        setup.append(time_once(run_setup, device)[0])
-    pair_differences = [w - s for w, s in zip(whole, setup)]
-    return PairedTiming((min(whole), min(setup), statistics.median(pair_differences)), result)
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """The profiler's native library logs every start and stop on file descriptor 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def growth_per_4x(points: list[ScalingPoint]) -> list[tuple[str, str, int, int, float, float]]:
-    """(backend, parameter, from, to, whole-call ratio, marginal ratio) for every pair of sweep points
-    of C or H*W whose C*H*W differs 4x: time per stroke at `to` over time per stroke at `from`."""
+    """(backend, parameter, from, to, whole-call ratio, stroke-loop ratio) for every pair of sweep
+    points of C or H*W whose C*H*W differs 4x: time per stroke at `to` over time per stroke at `from`."""
     rows = []
     for p in points:
         if p.parameter not in ("C", "HW"):
@@ -93,7 +119,7 @@ def growth_per_4x(points: list[ScalingPoint]) -> list[tuple[str, str, int, int, 
         for q in points:
             if (q.backend, q.parameter, q.value) == (p.backend, p.parameter, target):
                 rows.append((p.backend, p.parameter, p.value, q.value, q.us_per_stroke / p.us_per_stroke,
-                             q.marginal_us_per_stroke / p.marginal_us_per_stroke))
+                             q.loop_us_per_stroke / p.loop_us_per_stroke))
     return rows
 
 
@@ -101,27 +127,29 @@ def run_scaling(backends: tuple[str, ...], repeats: int = 3, log=print) -> list[
     points = []
     for backend in available_backends(tuple(b for b in backends if b in ("cpu", "cuda"))):
         for parameter, values in SWEEPS.items():
-            for value in values:
-                point = measure(parameter, value, backend, repeats)
-                log(f"  {backend} {parameter}={value}: {point.us_per_stroke:.2f} us/stroke, "
-                    f"{point.marginal_us_per_stroke:.2f} us marginal")
+            for point in measure_sweep(parameter, values, backend, repeats):
+                log(f"  {backend} {parameter}={point.value}: {point.us_per_stroke:.2f} us/stroke, "
+                    f"{point.loop_us_per_stroke:.2f} us in the stroke loop")
                 points.append(point)
     return points
 
 
 def format_scaling(points: list[ScalingPoint]) -> str:
     lines = [f"Time per stroke, {STROKES} strokes, base {BASE} (one value varied at a time; HW is the side). "
-             "whole call and setup (max_strokes=0): the fastest of the repeats; us/stroke = whole call / strokes; "
-             "marginal = median over back-to-back pairs of (whole call - setup) / strokes.", "",
-             "| backend | parameter | value | strokes | whole call | setup (0 strokes) | us/stroke | marginal us/stroke |",
+             "Each sweep runs in rounds, one call per value per round. whole call: the fastest round; stroke "
+             f"loop: CPU, timed inside the kernel (profiler scope {STROKES_SCOPE}), the fastest round; CUDA, "
+             "the median round of the whole call minus the same call with no strokes.", "",
+             "| backend | parameter | value | strokes | whole call | stroke loop | us/stroke (whole call) | "
+             "us/stroke (loop) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for p in points:
         lines.append(f"| {p.backend} | {p.parameter} | {p.value} | {p.strokes} | {p.seconds * 1e3:.1f} ms | "
-                     f"{p.setup_seconds * 1e3:.1f} ms | {p.us_per_stroke:.2f} | {p.marginal_us_per_stroke:.2f} |")
+                     f"{p.strokes_seconds * 1e3:.2f} ms | {p.us_per_stroke:.2f} | {p.loop_us_per_stroke:.2f} |")
     lines += ["", "Growth of the time per stroke when C*H*W grows 4x (HW: the side doubles):", "",
-              "| backend | parameter | from | to | whole call / strokes | marginal |", "|---|---|---:|---:|---:|---:|"]
-    for backend, parameter, start, end, whole, marginal in growth_per_4x(points):
-        lines.append(f"| {backend} | {parameter} | {start} | {end} | {whole:.2f}x | {marginal:.2f}x |")
+              "| backend | parameter | from | to | whole call / strokes | stroke loop / strokes |",
+              "|---|---|---:|---:|---:|---:|"]
+    for backend, parameter, start, end, whole, loop in growth_per_4x(points):
+        lines.append(f"| {backend} | {parameter} | {start} | {end} | {whole:.2f}x | {loop:.2f}x |")
     return "\n".join(lines)
 
 
@@ -137,8 +165,8 @@ def plot_scaling(points: list[ScalingPoint], path: str) -> None:
             series = [p for p in points if p.parameter == parameter and p.backend == backend]
             axis.plot([p.value for p in series], [p.us_per_stroke for p in series], marker="o",
                       label=f"{backend}, whole call / strokes")
-            axis.plot([p.value for p in series], [p.marginal_us_per_stroke for p in series], marker="x",
-                      linestyle="--", label=f"{backend}, marginal")
+            axis.plot([p.value for p in series], [p.loop_us_per_stroke for p in series], marker="x",
+                      linestyle="--", label=f"{backend}, stroke loop / strokes")
         axis.set_xlabel(parameter + (" (side)" if parameter == "HW" else ""))
         axis.set_ylabel("us per stroke")
         if parameter in ("C", "HW", "tau"):

@@ -5,8 +5,10 @@ import time
 import pytest
 import torch
 
+from cpia_cuda import channel_stroke
 from benchmarks.inputs import correlated_activation
-from benchmarks.scaling import ScalingPoint, format_scaling, growth_per_4x, paired_timing
+from benchmarks.scaling import (STROKES_SCOPE, ScalingPoint, format_scaling, growth_per_4x, measure_sweep,
+                                profiled_scope_seconds)
 from benchmarks.suite import FlushCase, StrokeCase, format_table, run_flush_case, run_stroke_case
 
 
@@ -44,30 +46,30 @@ def test_correlated_activation_is_smooth_and_non_negative():
 
 
 def test_scaling_growth_pairs_points_whose_size_differs_4x():
-    points = [ScalingPoint("C", 64, "cpu", 100, 2e-3, 1e-3, 1e-3), ScalingPoint("C", 256, "cpu", 100, 5e-3, 2e-3, 3e-3),
-              ScalingPoint("C", 128, "cpu", 100, 1e-3, 0.0, 1e-3), ScalingPoint("HW", 32, "cpu", 100, 1e-3, 0.0, 1e-3),
-              ScalingPoint("HW", 64, "cpu", 100, 3e-3, 1e-3, 2e-3), ScalingPoint("tau", 8, "cpu", 100, 1e-3, 0.0, 1e-3)]
+    points = [ScalingPoint("C", 64, "cpu", 100, 2e-3, 1e-3), ScalingPoint("C", 256, "cpu", 100, 5e-3, 3e-3),
+              ScalingPoint("C", 128, "cpu", 100, 1e-3, 1e-3), ScalingPoint("HW", 32, "cpu", 100, 1e-3, 1e-3),
+              ScalingPoint("HW", 64, "cpu", 100, 3e-3, 2e-3), ScalingPoint("tau", 8, "cpu", 100, 1e-3, 1e-3)]
     rows = growth_per_4x(points)
     assert [(r[1], r[2], r[3]) for r in rows] == [("C", 64, 256), ("HW", 32, 64)]
-    assert rows[0][4] == pytest.approx(2.5) and rows[0][5] == pytest.approx(3.0)  # 5/2 whole, (3/1) marginal
+    assert rows[0][4] == pytest.approx(2.5) and rows[0][5] == pytest.approx(3.0)  # 5/2 whole, 3/1 loop
     assert rows[1][4] == pytest.approx(3.0) and rows[1][5] == pytest.approx(2.0)
     assert "| cpu | C | 64 | 256 | 2.50x | 3.00x |" in format_scaling(points)
 
 
-def test_paired_timing_alternates_and_takes_the_median_pair_difference():
-    calls = []
-    # warm-ups, then (whole, setup) pairs: differences 0.03, 0.00, 0.06 -> median 0.03
-    durations = iter([0.0, 0.0, 0.05, 0.02, 0.03, 0.03, 0.07, 0.01])
+def test_stroke_loop_is_timed_inside_the_cpu_kernel():
+    Y = correlated_activation((32, 24, 24))
+    run = lambda: channel_stroke(Y, 4, p=2, max_strokes=300, backend="cpu")  # noqa: E731
+    start = time.perf_counter()
+    loop = profiled_scope_seconds(run, STROKES_SCOPE)
+    whole = time.perf_counter() - start
+    assert 0 < loop < whole
+    assert profiled_scope_seconds(run, "cpia::no_such_scope") == 0
 
-    def sleeper(name):
-        def run():
-            calls.append(name)
-            time.sleep(next(durations))
-            return name
-        return run
 
-    timing = paired_timing(sleeper("whole"), sleeper("setup"), "cpu", repeats=3)
-    whole, setup, difference = timing.seconds
-    assert calls == ["whole", "setup"] * 4 and timing.result == "whole"
-    assert 0.03 <= whole < 0.05 and 0.01 <= setup < 0.02
-    assert 0.02 < difference < 0.045  # the middle pair, not the extremes (0.00 and 0.06)
+def test_sweep_measures_every_value_with_its_stroke_loop():
+    base = dict(C=8, H=16, W=16, tau=4, brush=1, p=2)
+    points = measure_sweep("C", [8, 32], "cpu", repeats=2, base=base, strokes=50)
+    assert [(p.parameter, p.value, p.strokes) for p in points] == [("C", 8, 50), ("C", 32, 50)]
+    assert all(0 < p.strokes_seconds < p.seconds for p in points)
+    hw = measure_sweep("HW", [8], "cpu", repeats=1, base=base, strokes=10)
+    assert hw[0].strokes == 10

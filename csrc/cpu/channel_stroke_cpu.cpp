@@ -14,12 +14,15 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
+#include <ATen/record_function.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <array>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "../brush.h"
@@ -491,14 +494,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
                             &offsets};
   std::vector<std::vector<StrokeRecord>> strokes(N);
   int32_t* reasons = stop_reasons.data_ptr<int32_t>();
+  const at::ThreadLocalState caller_state;  // carries the profiler's state to the worker threads
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard state_guard(caller_state);
     for (int64_t n = begin; n < end; ++n) {
       const int64_t plane = C * H * W;
       const bool* init = init_c.defined() ? init_c.data_ptr<bool>() + n * plane : nullptr;
-      StrokePainter painter(y_c.data_ptr<float>() + n * plane, allowed_c.data_ptr<bool>() + n * H * W, init,
-                            order.data_ptr<int32_t>() + n * plane, channel_counts.data_ptr<int64_t>() + n * C, C, H,
-                            W, params);
-      reasons[n] = painter.run(strokes[n]);
+      // Profiler scopes (torch.profiler) for the two parts of an image's time: the O(C*H*W) pass
+      // that prepares the working copies, and the stroke loop.
+      std::optional<StrokePainter> painter;
+      {
+        RECORD_USER_SCOPE("cpia::channel_stroke.prepare");
+        painter.emplace(y_c.data_ptr<float>() + n * plane, allowed_c.data_ptr<bool>() + n * H * W, init,
+                        order.data_ptr<int32_t>() + n * plane, channel_counts.data_ptr<int64_t>() + n * C, C, H, W,
+                        params);
+      }
+      RECORD_USER_SCOPE("cpia::channel_stroke.strokes");
+      reasons[n] = painter->run(strokes[n]);
     }
   });
 
