@@ -20,6 +20,7 @@ from . import _ops
 from .reference import channel_flush_reference, channel_stroke_reference
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
+INT32_MAX = 2**31 - 1
 Brush = Union[int, torch.Tensor]
 
 
@@ -287,6 +288,9 @@ def channel_stroke(
     backend = _resolve_backend(backend, Y4)
     if C * H * W >= 2**32 - 1:
         raise ValueError(f"C*H*W must be below 2^32 - 1 per image, got {C * H * W}")
+    if C * H * W > INT32_MAX and (max_strokes is None or max_strokes > INT32_MAX):
+        raise ValueError(f"max_strokes must be at most 2^31 - 1 when C*H*W exceeds it (stroke indices in order are "
+                         f"int32), got C*H*W = {C * H * W} and max_strokes = {max_strokes}")
     weights = distance_weights(channel_cost, sigma, H, W).to(Y4.device)
     args = (Y4.contiguous(), allowed4, init4, brush_cells, weights, tau, m, p, min_response, max_strokes, max_coverage)
     if backend == "reference":

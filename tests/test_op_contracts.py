@@ -128,3 +128,20 @@ def test_cpu_kernels_are_built_with_intra_op_threads():
     from cpia_cuda import _ops
 
     assert _ops._C.intra_op_parallel()
+
+
+def test_images_past_int32_stroke_indices_need_max_strokes():
+    """Past 2^31 - 1 elements an image could take more strokes than order's int32 indices can count."""
+    H, W = 2**8, 2**8 + 1
+    big = torch.zeros(1).expand(2**15, H, W)  # C*H*W = 2^31 + 2^23, never materialised
+    message = r"max_strokes must be at most 2\^31 - 1 when C\*H\*W exceeds it .* = 2155872256 and max_strokes = None"
+    with pytest.raises(ValueError, match=message):
+        channel_stroke(big, 1)
+    with pytest.raises(ValueError, match=r"max_strokes = 2147483648"):
+        channel_stroke(big, 1, max_strokes=2**31)
+    args = [big.unsqueeze(0), torch.ones(1, H, W, dtype=torch.bool), None, make_brush(1),
+            distance_weights(0.5, 4.0, H, W), 1, 0.8, 1, 0.1, None, None]
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.cpia.channel_stroke(*args)
+    with pytest.raises(RuntimeError, match=r"C\*H\*W must be below 2\^32 - 1 per image, got 4311744512"):
+        torch.ops.cpia.channel_stroke(torch.zeros(1).expand(1, 2**16, H, W), *args[1:9], 10, None)
