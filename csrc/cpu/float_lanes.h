@@ -43,16 +43,11 @@ inline FloatLanes select(MaskLanes mask, FloatLanes if_true, FloatLanes if_false
 
 inline FloatLanes max_lanes(FloatLanes a, FloatLanes b) { return a > b ? a : b; }
 
-// Transposes the 4x4 block rows[0..3] in place: rows[i][j] <- rows[j][i].
+// Transposes the 4x4 block rows[0..3] in place: rows[i][j] <- rows[j][i]. Built from lane reads,
+// which the compilers turn into register shuffles (GCC before 12 has no __builtin_shufflevector).
 inline void transpose_lanes(FloatLanes rows[kLanes]) {
-  const FloatLanes low01 = __builtin_shufflevector(rows[0], rows[1], 0, 4, 1, 5);
-  const FloatLanes high01 = __builtin_shufflevector(rows[0], rows[1], 2, 6, 3, 7);
-  const FloatLanes low23 = __builtin_shufflevector(rows[2], rows[3], 0, 4, 1, 5);
-  const FloatLanes high23 = __builtin_shufflevector(rows[2], rows[3], 2, 6, 3, 7);
-  rows[0] = __builtin_shufflevector(low01, low23, 0, 1, 4, 5);
-  rows[1] = __builtin_shufflevector(low01, low23, 2, 3, 6, 7);
-  rows[2] = __builtin_shufflevector(high01, high23, 0, 1, 4, 5);
-  rows[3] = __builtin_shufflevector(high01, high23, 2, 3, 6, 7);
+  const FloatLanes in[kLanes] = {rows[0], rows[1], rows[2], rows[3]};
+  for (int k = 0; k < kLanes; ++k) rows[k] = FloatLanes{in[0][k], in[1][k], in[2][k], in[3][k]};
 }
 
 inline float max_of_lanes(FloatLanes lanes) {
