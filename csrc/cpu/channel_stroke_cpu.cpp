@@ -473,7 +473,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   const at::Tensor init_c = init_mask.has_value() ? init_mask->contiguous() : at::Tensor();
   const at::Tensor weights_c = distance_weights.contiguous();
   const int64_t N = y.size(0), C = y.size(1), H = y.size(2), W = y.size(3);
-  at::Tensor order = at::full(y.sizes(), -1, y.options().dtype(at::kInt));
+  // The stroke loop writes order at scattered places: huge pages spare it a TLB miss per write.
+  at::Tensor order = at::empty(y.sizes(), y.options().dtype(at::kInt));
+  advise_huge_pages(order.data_ptr(), order.nbytes());
+  order.fill_(-1);
   at::Tensor stroke_counts = at::zeros({N}, y.options().dtype(at::kLong));
   at::Tensor stop_reasons = at::full({N}, static_cast<int32_t>(kStopExhausted), y.options().dtype(at::kInt));
   at::Tensor channel_counts = at::zeros({N, C}, y.options().dtype(at::kLong));

@@ -16,6 +16,17 @@
 
 namespace cpia {
 
+// Advises the 2 MiB pages inside [memory, memory + bytes) as transparent huge pages, before their
+// first touch. Advice only: where the OS does not take it nothing changes.
+inline void advise_huge_pages(void* memory, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(memory) + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(memory) + bytes) & ~(kHugePage - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+}
+
 template <typename T>
 class ScratchBuffer {
  public:
@@ -26,9 +37,7 @@ class ScratchBuffer {
     if (bytes >= 2 * kHugePage) {
       const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
       memory = std::aligned_alloc(kHugePage, rounded);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-      if (memory != nullptr) madvise(memory, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
-#endif
+      if (memory != nullptr) advise_huge_pages(memory, rounded);
     } else {
       memory = std::malloc(bytes);
     }
