@@ -63,13 +63,14 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
               max_strokes.value_or(0));
   TORCH_CHECK(!max_coverage.has_value() || (*max_coverage > 0.0 && *max_coverage <= 1.0),
               "max_coverage must be in (0, 1], got ", max_coverage.value_or(0.0));
-  TORCH_CHECK(y.size(1) * y.size(2) * y.size(3) < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
-              "C*H*W must be below 2^32 - 1 per image, got ", y.size(1) * y.size(2) * y.size(3));
   const int64_t elements = y.size(1) * y.size(2) * y.size(3);
+  TORCH_CHECK(elements < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
+              "C*H*W must be below 2^32 - 1 per image, got ", elements);
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
   TORCH_CHECK(elements <= kInt32Max || max_strokes.value_or(kInt32Max + 1) <= kInt32Max,
               "max_strokes must be at most 2^31 - 1 when C*H*W exceeds it (stroke indices in order are int32), got "
-              "C*H*W = ", elements, " and max_strokes = ", max_strokes.has_value() ? std::to_string(*max_strokes) : "None");
+              "C*H*W = ", elements, " and max_strokes = ",
+              max_strokes.has_value() ? std::to_string(*max_strokes) : "None");
   TORCH_CHECK(y.size(1) <= std::numeric_limits<int32_t>::max() && y.size(2) <= std::numeric_limits<int32_t>::max() &&
                   y.size(3) <= std::numeric_limits<int32_t>::max(),
               "C, H and W must each be below 2^31 (stroke records are int32), got ", y.sizes());

@@ -28,9 +28,9 @@
 #include "../brush.h"
 #include "../op_checks.h"
 #include "../paint_rules.h"
+#include "float_lanes.h"
 #include "off_channel_tree.h"
 #include "scratch_buffer.h"
-#include "float_lanes.h"
 
 namespace cpia {
 namespace {
@@ -157,7 +157,7 @@ class StrokePainter {
       const Key best = best_candidate();
       if (best == kNoCandidate) return kStopExhausted;
       const uint32_t flat = key_flat_index(best);
-      const int64_t c = flat / HW_, h = (flat % HW_) / W_, w = flat % W_;
+      const auto [c, h, w] = element_of(flat);
       TORCH_INTERNAL_ASSERT(is_candidate_at(c, cell_of(h, w)), "channel_stroke: stale candidate index ", flat);
       if (below_min_response(response(c, cell_of(h, w)), threshold_)) return kStopMinResponse;
       strokes.push_back(paint_stroke(c, h, w, static_cast<int32_t>(stroke)));
@@ -174,6 +174,7 @@ class StrokePainter {
   static constexpr int64_t kChannelPad = 64 / sizeof(float);
   // Marks elements that cannot become candidates again: switched on, or at a location not allowed.
   static constexpr float kClosed = -std::numeric_limits<float>::infinity();  // Y is finite
+  static_assert(kClosed == OffChannelTree::kTakenOut, "the penetration index is filled from the working copy");
 
   // Elements are kept tile-major (paint_rules.h tiles): tile t of channel c holds its 64 elements in
   // raster order, padded past the image border. A stroke's neighbourhood and the rescan of its tile
@@ -184,6 +185,13 @@ class StrokePainter {
   float& response(int64_t c, int64_t cell) { return open_responses_[c * channel_stride_ + cell]; }
   float response(int64_t c, int64_t cell) const { return open_responses_[c * channel_stride_ + cell]; }
   uint32_t flat_index(int64_t c, int64_t h, int64_t w) const { return static_cast<uint32_t>(c * HW_ + h * W_ + w); }
+  struct Element {
+    int64_t c, h, w;
+  };
+  Element element_of(uint32_t flat) const { return {flat / HW_, (flat % HW_) / W_, flat % W_}; }
+  // Image row and column of element i (raster order) of tile t.
+  int64_t tile_row(int64_t t, int64_t i) const { return (t / tiles_w_) * kTileH + i / kTileW; }
+  int64_t tile_col(int64_t t, int64_t i) const { return (t % tiles_w_) * kTileW + i % kTileW; }
 
   // open_responses_ holds kClosed where the location is not allowed or the element is on, which
   // are the candidate rule's first two terms.
@@ -214,8 +222,7 @@ class StrokePainter {
   }
 
   // Channel c of the working copy, row by row, and its tile tree (whose leaves need channels_on_
-  // complete). Returns its largest response at allowed locations (init_mask
-  // elements included).
+  // complete). Returns its largest response at allowed locations (init_mask elements included).
   float prepare_channel(const float* y, const bool* allowed, const bool* init_mask, int64_t c) {
     const bool padded = H_ % kTileH != 0 || W_ % kTileW != 0;
     if (padded) std::fill(&response(c, 0), &response(c, 0) + tiles_ * kTileSize, kClosed);
@@ -263,25 +270,24 @@ class StrokePainter {
   // first element of the highest score wins.
   template <typename Score>
   Key scan_tile(int64_t c, int64_t t, Score score_of) const {
-    const int64_t h0 = (t / tiles_w_) * kTileH, w0 = (t % tiles_w_) * kTileW;
     int64_t best_cell = -1;
     float best_score = 0.0f;
     for (int64_t i = 0; i < kTileSize; ++i) {
       if (!is_candidate_at(c, t * kTileSize + i)) continue;
-      const float score = score_of(response(c, t * kTileSize + i), h0 + i / kTileW, w0 + i % kTileW);
+      const float score = score_of(response(c, t * kTileSize + i), tile_row(t, i), tile_col(t, i));
       if (best_cell < 0 || score > best_score) {
         best_cell = i;
         best_score = score;
       }
     }
     if (best_cell < 0) return kNoCandidate;
-    return make_key(best_score, flat_index(c, h0 + best_cell / kTileW, w0 + best_cell % kTileW));
+    return make_key(best_score, flat_index(c, tile_row(t, best_cell), tile_col(t, best_cell)));
   }
 
-  // The same for the unpenalised score Y, in SIMD lanes: the largest candidate
-  // response of each tile column, then the first candidate with the largest of them (== also
-  // matches -0.0 with +0.0, as the float comparison above does). Closed elements hold kClosed, so
-  // of the candidate rule only the channel count needs a test.
+  // The same for the unpenalised score Y, in SIMD lanes: the largest candidate response of each
+  // lane, then the first candidate with the largest of them (== also matches -0.0 with +0.0, as
+  // the float comparison above does). Closed elements hold kClosed, so of the candidate rule only
+  // the channel count needs a test.
   Key scan_tile(int64_t c, int64_t t) const {
     const float* responses = open_responses_.get() + c * channel_stride_ + t * kTileSize;
     const int32_t* on = &channels_on_[t * kTileSize];
@@ -295,8 +301,7 @@ class StrokePainter {
     if (best == kClosed) return kNoCandidate;
     int64_t i = 0;
     while (!(responses[i] == best && is_candidate(true, false, on[i], tau))) ++i;
-    const int64_t h = (t / tiles_w_) * kTileH + i / kTileW, w = (t % tiles_w_) * kTileW + i % kTileW;
-    return make_key(best, flat_index(c, h, w));
+    return make_key(best, flat_index(c, tile_row(t, i), tile_col(t, i)));
   }
 
   float weight_at(int64_t d2) const {
@@ -312,10 +317,10 @@ class StrokePainter {
                                            : std::max(channel_best_.range_max(0, cursor_c_),
                                                       channel_best_.range_max(cursor_c_ + 1, C_));
       if (best_other != kNoCandidate) {
-        const uint32_t flat = key_flat_index(best_other);
-        const int64_t c = flat / HW_, h = (flat % HW_) / W_, w = flat % W_;
-        if (!is_candidate_at(c, cell_of(h, w))) {
-          refresh_tile(c, cell_of(h, w) / kTileSize);
+        const auto [c, h, w] = element_of(key_flat_index(best_other));
+        const int64_t cell = cell_of(h, w);
+        if (!is_candidate_at(c, cell)) {
+          refresh_tile(c, cell / kTileSize);
           continue;
         }
       }

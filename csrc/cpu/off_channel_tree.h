@@ -53,7 +53,8 @@ class OffChannelTree {
     }
     for (int64_t at = first; at < first + count; ++at) {
       for (size_t level = 1; level < levels_.size(); ++level) {
-        for (int64_t node = 0; node < widths_[level]; ++node) level_row(level, at)[node] = children_max(level, at, node);
+        float* nodes = level_row(level, at);
+        for (int64_t node = 0; node < widths_[level]; ++node) nodes[node] = children_max(level, at, node);
       }
     }
   }

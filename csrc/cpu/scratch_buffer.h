@@ -16,13 +16,14 @@
 
 namespace cpia {
 
+constexpr size_t kHugePageBytes = size_t{2} << 20;
+
 // Advises the 2 MiB pages inside [memory, memory + bytes) as transparent huge pages, before their
 // first touch. Advice only: where the OS does not take it nothing changes.
 inline void advise_huge_pages(void* memory, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(memory) + kHugePage - 1) & ~(kHugePage - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(memory) + bytes) & ~(kHugePage - 1);
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(memory) + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(memory) + bytes) & ~(kHugePageBytes - 1);
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 #endif
 }
@@ -31,12 +32,11 @@ template <typename T>
 class ScratchBuffer {
  public:
   explicit ScratchBuffer(int64_t count) {
-    constexpr size_t kHugePage = size_t{2} << 20;
     const size_t bytes = static_cast<size_t>(count > 0 ? count : 1) * sizeof(T);
     void* memory = nullptr;
-    if (bytes >= 2 * kHugePage) {
-      const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-      memory = std::aligned_alloc(kHugePage, rounded);
+    if (bytes >= 2 * kHugePageBytes) {
+      const size_t rounded = (bytes + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+      memory = std::aligned_alloc(kHugePageBytes, rounded);
       if (memory != nullptr) advise_huge_pages(memory, rounded);
     } else {
       memory = std::malloc(bytes);
