@@ -32,6 +32,9 @@ def machine_description() -> str:
 
 
 def commit() -> str:
+    """The checkout's commit; CPIA_COMMIT names it where the tree is a copy without its git history."""
+    if os.environ.get("CPIA_COMMIT"):
+        return os.environ["CPIA_COMMIT"]
     try:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,

@@ -287,3 +287,80 @@ def test_phase_timings_cover_the_run(image, generator):
     assert set(result.timings) == {"plan", "encode", "strokes", "render"}
     assert all(seconds >= 0 for seconds in result.timings.values())
     assert sum(result.timings.values()) <= result.seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: the whole pipeline on the device (skipped without a GPU and a CUDA build)
+
+
+def _cuda_ready():
+    from cpia_cuda import _ops
+
+    return torch.cuda.is_available() and _ops.cuda_kernels_available()
+
+
+needs_cuda = pytest.mark.skipif(not _cuda_ready(), reason="needs a CUDA GPU and a CUDA build of cpia_cuda")
+
+
+@pytest.fixture(scope="module")
+def cuda_generator():
+    return load_generator("multistyle26", device="cuda") if _cuda_ready() else None
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", ["stroke", "flush"])
+def test_on_cuda_the_fused_ops_paint_what_the_reference_paints_on_the_same_activations(image, cuda_generator, mode):
+    # Both runs encode on the same device, so the activations are the same; the strokes must be too.
+    fused = _paint(image, cuda_generator, mode=mode, p=2, backend="cuda")
+    reference = _paint(image, cuda_generator, mode=mode, p=2, backend="reference")
+    assert fused.num_strokes > 0
+    assert torch.equal(fused.log.order, reference.log.order)
+    assert torch.equal(fused.log.strokes, reference.log.strokes)
+    assert fused.stop_reasons == reference.stop_reasons
+    assert torch.equal(fused.frames, reference.frames)
+    assert torch.equal(fused.image, reference.image)
+
+
+@needs_cuda
+def test_on_cuda_tau_equal_to_channels_without_stopping_gives_the_plain_output(image, cuda_generator):
+    context = cuda_generator.make_context(style=3)
+    plain = cuda_generator.forward(image[None].cuda(), context)[0, :, :SIZE, :SIZE].cpu()
+    result = paint(image, generator=cuda_generator, condition={"style": 3}, layer=2, tau=32, min_response=0.0,
+                   planner=None, step_fill="none", frames=2)
+    assert bool(result.log.order.ge(0).all())
+    torch.testing.assert_close(result.image, plain, atol=1e-5, rtol=0)
+
+
+@needs_cuda
+def test_on_cuda_a_painting_is_close_to_the_cpu_painting_and_replays_identically(image, generator, cuda_generator,
+                                                                                  tmp_path):
+    on_cuda = _paint(image, cuda_generator)
+    on_cpu = _paint(image, generator)
+    # TF32 convolutions can reorder near-tied strokes, so the two devices are compared loosely ...
+    assert abs(on_cuda.num_strokes - on_cpu.num_strokes) <= 0.1 * on_cpu.num_strokes
+    assert (on_cuda.image.cpu() - on_cpu.image).abs().mean() < 0.05
+    # ... and a replay on the device that painted is exact.
+    write_outputs(on_cuda, tmp_path)
+    again = replay(load_stroke_log(tmp_path / "stroke_log.json"), generator=cuda_generator)
+    assert torch.equal(again.frames, on_cuda.frames) and torch.equal(again.image, on_cuda.image)
+
+
+@needs_cuda
+def test_on_cuda_a_large_image_paints_with_small_preview_frames_within_device_memory(cuda_generator):
+    rows = torch.linspace(0, 1, 2048)
+    big = torch.stack([rows[:, None].expand(2048, 2048), rows[None, :].expand(2048, 2048),
+                       torch.full((2048, 2048), 0.5)])
+    result = paint(big, generator=cuda_generator, condition={"style": 3}, layer=LAYER, tau=8, max_strokes=200,
+                   planner=None, frames=3, preview_size=256)
+    assert result.image.shape == (3, 2048, 2048) and result.frames.shape == (3, 3, 256, 256)
+    assert result.memory.device.startswith("cuda") and result.memory.available is not None
+    assert result.memory.activation_shape == (32, 512, 512)
+    assert 0 < result.memory.total <= result.memory.available
+
+
+@needs_cuda
+def test_on_cuda_a_run_larger_than_the_free_device_memory_is_refused(image, cuda_generator, monkeypatch):
+    free, total = torch.cuda.mem_get_info()
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1024, total))
+    with pytest.raises(PaintingError, match=r"does not fit.*available: 0\.00 GiB"):
+        _paint(image, cuda_generator)

