@@ -188,10 +188,6 @@ class ImagePainter {
         reason = kStopMaxCoverage;
         break;
       }
-      if (stroke >= a_.capacity) {  // cannot happen: every stroke switches a candidate on
-        reason = kStopInternalError;
-        break;
-      }
       const Key best = best_candidate(cursor_c, cursor_h, cursor_w, scratch);
       if (best == kNoCandidate) {
         reason = kStopExhausted;
@@ -202,6 +198,12 @@ class ImagePainter {
       const int64_t h = centre / g_.W, w = centre % g_.W;
       if (below_min_response(y_[flat], threshold)) {
         reason = kStopMinResponse;
+        break;
+      }
+      // Checked once a stroke is certain to be made (after "exhausted": the buffer holds exactly
+      // as many strokes as can switch elements on). Cannot happen: every stroke switches a candidate on.
+      if (stroke >= a_.capacity) {
+        reason = kStopInternalError;
         break;
       }
 
