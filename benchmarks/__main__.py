@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="reference,cpu,cuda",
                         help="comma-separated among reference, cpu, cuda (default: all present)")
     parser.add_argument("--quick", action="store_true", help="only the two smallest stroke cases and one flush case")
-    parser.add_argument("--scaling", action="store_true", help="also sweep C, H*W, tau, brush and p")
+    parser.add_argument("--scaling", action="store_true", help="also sweep C, H*W, tau, brush, p, and shapes of equal C*H*W")
     parser.add_argument("--end-to-end", action="store_true",
                         help="also paint a photo at 512 and 2048 px with the default network, timed by phase")
     parser.add_argument("--skip-ops", action="store_true", help="skip the standard op cases")

@@ -23,12 +23,15 @@ SWEEPS = {
     "brush": [0, 1, 2, 3],
     "p": [1, 2, 4, 8],
 }
+# (C, side) pairs of two sizes, 2^20 and 2^22 elements, each reached with few channels on a large
+# image and many channels on a small one: whether the time per stroke follows C, H*W, or C*H*W.
+SHAPES = [(1024, 32), (256, 64), (64, 128), (1024, 64), (256, 128), (64, 256)]
 
 
 @dataclass
 class ScalingPoint:
     parameter: str
-    value: int
+    value: int | tuple[int, int]  # "shape": (C, side)
     backend: str
     strokes: int
     seconds: float          # the whole call: checks, the O(C*H*W) preparation, the strokes, the outputs
@@ -71,7 +74,9 @@ def measure_sweep(parameter: str, values: list[int], backend: str, repeats: int,
                          pick_loop(loop[value])) for value in values]
 
 
-def _setting(parameter: str, value: int) -> dict:
+def _setting(parameter: str, value) -> dict:
+    if parameter == "shape":
+        return dict(C=value[0], H=value[1], W=value[1])
     return dict(H=value, W=value) if parameter == "HW" else {parameter: value}
 
 
@@ -126,7 +131,7 @@ def growth_per_4x(points: list[ScalingPoint]) -> list[tuple[str, str, int, int, 
 def run_scaling(backends: tuple[str, ...], repeats: int = 3, log=print) -> list[ScalingPoint]:
     points = []
     for backend in available_backends(tuple(b for b in backends if b in ("cpu", "cuda"))):
-        for parameter, values in SWEEPS.items():
+        for parameter, values in [*SWEEPS.items(), ("shape", SHAPES)]:
             for point in measure_sweep(parameter, values, backend, repeats):
                 log(f"  {backend} {parameter}={point.value}: {point.us_per_stroke:.2f} us/stroke, "
                     f"{point.loop_us_per_stroke:.2f} us in the stroke loop")
@@ -143,8 +148,19 @@ def format_scaling(points: list[ScalingPoint]) -> str:
              "us/stroke (loop) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for p in points:
+        if p.parameter == "shape":
+            continue
         lines.append(f"| {p.backend} | {p.parameter} | {p.value} | {p.strokes} | {p.seconds * 1e3:.1f} ms | "
                      f"{p.strokes_seconds * 1e3:.2f} ms | {p.us_per_stroke:.2f} | {p.loop_us_per_stroke:.2f} |")
+    shapes = [p for p in points if p.parameter == "shape"]
+    if shapes:
+        lines += ["", "The same C*H*W reached with other shapes (the other parameters at the base):", "",
+                  "| backend | C | H = W | C*H*W | us/stroke (whole call) | us/stroke (loop) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for p in shapes:
+            channels, side = p.value
+            lines.append(f"| {p.backend} | {channels} | {side} | {channels * side * side:,} | {p.us_per_stroke:.2f} | "
+                         f"{p.loop_us_per_stroke:.2f} |")
     lines += ["", "Growth of the time per stroke when C*H*W grows 4x (HW: the side doubles):", "",
               "| backend | parameter | from | to | whole call / strokes | stroke loop / strokes |",
               "|---|---|---:|---:|---:|---:|"]

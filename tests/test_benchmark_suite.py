@@ -73,3 +73,13 @@ def test_sweep_measures_every_value_with_its_stroke_loop():
     assert all(0 < p.strokes_seconds < p.seconds for p in points)
     hw = measure_sweep("HW", [8], "cpu", repeats=1, base=base, strokes=10)
     assert hw[0].strokes == 10
+
+
+def test_shape_sweep_sets_channels_and_side_and_gets_its_own_table():
+    base = dict(C=8, H=16, W=16, tau=4, brush=1, p=2)
+    points = measure_sweep("shape", [(16, 8), (4, 16)], "cpu", repeats=1, base=base, strokes=20)
+    assert [(p.value, p.strokes) for p in points] == [((16, 8), 20), ((4, 16), 20)]
+    table = format_scaling(points)
+    assert "| cpu | 16 | 8 | 1,024 |" in table and "| cpu | 4 | 16 | 1,024 |" in table
+    assert "| cpu | shape |" not in table  # not mixed into the one-parameter rows
+
