@@ -145,9 +145,17 @@ def resolve_device(name: str | None) -> str:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available")
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: expected a CUDA device index below {torch.cuda.device_count()}")
+        if not _ops.cuda_kernels_available():
+            raise ValueError(f"--device {name}: this build of cpia_cuda has no CUDA kernels (built without the "
+                             "CUDA toolkit); use --device cpu, or rebuild with CPIA_CUDA=1")
     return name
 
 

@@ -33,7 +33,7 @@ def _brush_offsets(brush: torch.Tensor, device: torch.device) -> torch.Tensor:
     """(K, 2) offsets (dh, dw) of the brush's True cells in raster order."""
     kh, kw = brush.shape
     cells = brush.nonzero()  # row-major, so raster order
-    return (cells - torch.tensor([kh // 2, kw // 2])).to(device)
+    return (cells - torch.tensor([kh // 2, kw // 2], device=cells.device)).to(device)
 
 
 def _stroke_one_image(Y, allowed, init_mask, order, offsets, weights, tau, m, p, min_response, max_strokes,

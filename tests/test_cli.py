@@ -112,3 +112,25 @@ def test_python_dash_m_runs_the_command():
                                timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert all(command in completed.stdout for command in ("paint", "generate", "layers", "replay", "demo"))
+
+
+@pytest.mark.parametrize("name, gpus, kernels, message", [
+    ("tpu", 1, True, "expected cpu, cuda or cuda:N, got 'tpu'"),
+    ("meta", 1, True, "expected cpu, cuda or cuda:N, got 'meta'"),
+    ("cuda:1", 1, True, "expected a CUDA device index below 1"),
+    ("cuda", 1, False, "has no CUDA kernels"),
+    ("cuda", 0, True, "no CUDA device is available"),
+])
+def test_device_choices_that_cannot_run_are_refused_by_name(name, gpus, kernels, message, monkeypatch):
+    import torch
+
+    from cpia_cuda import _ops
+    from cpia_cuda.cli import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(_ops, "cuda_kernels_available", lambda: kernels)
+    with pytest.raises(ValueError, match=message):
+        resolve_device(name)
+    assert resolve_device("cpu") == "cpu"
+

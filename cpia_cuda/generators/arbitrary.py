@@ -972,6 +972,7 @@ class ArbitraryStyleGenerator(Generator):
 
     name = "arbitrary"
     input_kind = "image"
+    decodes_any_size = True
     size_multiple = 4
 
     def __init__(self, predict_path: Path, transform_path: Path, quantize_activations: bool = True,

@@ -40,6 +40,10 @@ class Generator(nn.Module):
     name: str = "generator"
     #: "image" for image-to-image networks (style transfer), "latent" for GANs
     input_kind: str = "image"
+    #: True if ``decode`` takes an activation of any spatial size (the rest of the network is fully
+    #: convolutional), so progressive frames can be decoded from an activation shrunk to the preview
+    #: size; False if it needs the size ``encode`` produced (a GAN, a hooked module that replays its inputs)
+    decodes_any_size: bool = False
 
     def layers(self) -> Sequence[Layer]:
         raise NotImplementedError

@@ -127,6 +127,7 @@ class MSGNetGenerator(Generator):
 
     name = "msg"
     input_kind = "image"
+    decodes_any_size = True
     size_multiple = 4
 
     _NAMES = ["encoder", "inspiration"] + [f"bottleneck.{i}" for i in range(6)] + [

@@ -135,6 +135,7 @@ class MultiStyle26Generator(Generator):
 
     name = "multistyle26"
     input_kind = "image"
+    decodes_any_size = True
     size_multiple = 4
 
     def __init__(self):

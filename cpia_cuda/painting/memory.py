@@ -10,7 +10,8 @@ The estimate has three parts:
 * the generator's working set at full size, measured on a small probe: the largest output of any
   submodule during ``forward``, scaled by the area ratio, times ``WORKING_SET_FACTOR`` (the module's
   input, its output and the temporaries of pad/conv/normalisation live at once);
-* the frame batch: ``frame_batch`` decodes at the preview size, estimated the same way.
+* the frame batch: ``frame_batch`` decodes at the preview size (at full size for a generator
+  whose decode needs the size encode produced), estimated the same way.
 
 It is an estimate (allocator overhead and fragmentation come on top); it is meant to refuse what
 clearly cannot fit before minutes of work, not to promise that what passes fits.
@@ -62,10 +63,12 @@ class MemoryEstimate:
 
 
 def available_memory(device: torch.device | str) -> int | None:
-    """Free bytes on ``device``: CUDA ``mem_get_info``; CPU psutil, else /proc/meminfo; None if unknown."""
+    """Free bytes on ``device``: on CUDA what the driver has free (``mem_get_info``) plus what torch's
+    caching allocator holds unused; on the CPU psutil, else /proc/meminfo; None if unknown."""
     device = torch.device(device)
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+        cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0]) + int(cached_unused)
     if device.type != "cpu":
         return None
     try:
@@ -129,7 +132,7 @@ def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, la
     height, width = math.ceil(height * math.sqrt(area_ratio)), math.ceil(width * math.sqrt(area_ratio))
     working = _largest_module_output(generator, probe, context) * WORKING_SET_FACTOR
     full_working = int(working * area_ratio)
-    frame_scale = preview_area_ratio if generator.input_kind == "image" else 1.0
+    frame_scale = preview_area_ratio if generator.decodes_any_size else 1.0
     return MemoryEstimate(
         device=str(inputs.device),
         activation_shape=(channels, height, width),

@@ -23,6 +23,7 @@ import contextlib
 
 import importlib
 import inspect
+import itertools
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -237,7 +238,8 @@ def paint(
         order, skip_background, first_labels, last_labels, reverse_order: the order policy
             (:func:`cpia_cuda.planning.order.order_regions`).
         frames / every: F frames spread over the run (default 24) or one frame every k strokes.
-        device: where the generator and the ops run (default: the generator's device, else CPU).
+        device: where the generator and the ops run (default: the generator's device, else CPU); a
+            Generator passed in is moved there in place, as ``nn.Module.to`` does.
         seed: seeds the planner; the rest of the pipeline is deterministic.
         backend: backend of the ops ("auto", "cpu", "cuda", "reference").
         preview_size: long side of the progressive frames (default 512; never enlarged).
@@ -327,8 +329,9 @@ def _resolve_generator(generator: str | Generator, weights: str | None,
 
 
 def _generator_device(generator: Generator) -> torch.device:
-    parameter = next(generator.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
+    """Where the generator's weights are (a quantised network may hold them all as buffers)."""
+    tensor = next(itertools.chain(generator.parameters(), generator.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _prepare_inputs(content: torch.Tensor, generator: Generator) -> torch.Tensor:

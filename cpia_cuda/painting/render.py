@@ -141,10 +141,6 @@ class CanvasRenderer:
     background: Color
     image_size: tuple[int, int]
 
-    @property
-    def fully_convolutional(self) -> bool:
-        return self.generator.input_kind == "image"
-
     def _background(self, like: torch.Tensor) -> torch.Tensor:
         return torch.tensor(self.background, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
 
@@ -172,13 +168,13 @@ class CanvasRenderer:
         """Canvases (F, 3, ph, pw) after each stroke count in ``thresholds``, at the preview size.
 
         Frames are decoded ``batch_size`` at a time; each frame's masked activation is built (and, for
-        a fully convolutional generator, area-downsampled) on its own, so only one full-size masked
+        a generator whose decode takes any size, area-downsampled) on its own, so only one full-size masked
         activation exists at a time.
         """
         target = preview_shape(self.image_size, preview_size)
         scale = target[0] / self.image_size[0]
         grid = tuple(order.shape[-2:])
-        shrink = self.fully_convolutional and scale < 1.0
+        shrink = self.generator.decodes_any_size and scale < 1.0
         small_grid = (math.ceil(grid[0] * scale), math.ceil(grid[1] * scale)) if shrink else grid
         canvases = []
         for start in range(0, len(thresholds), batch_size):
