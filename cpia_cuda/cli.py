@@ -50,7 +50,7 @@ def _planner_option(text: str) -> tuple[str, Any]:
 
 
 def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``paint``, ``generate`` and ``demo`` (defaults: those of ``paint()``)."""
+    """Options shared by ``paint`` and ``generate`` (defaults: those of ``paint()``)."""
     stroke = parser.add_argument_group("channel operation")
     stroke.add_argument("--layer", type=_layer, help="operating layer, index or name (default: the middle one)")
     stroke.add_argument("--mode", choices=("stroke", "flush"), default="stroke")

@@ -6,7 +6,7 @@ name, weights path and condition, versions, frame stroke counts) and ``stroke_lo
 | NPZ key | content |
 |---|---|
 | ``order`` | int32 (C, h, w): global index of the stroke that switched each layer element on, -1 never |
-| ``strokes`` | int32 (S, 6): ``region, channel, row, col, pixels_switched_on, channels_in_stroke`` per stroke, in painting order (flush actions have channel/row/col -1) |
+| ``strokes`` | int32 (S, 6): ``region, channel, row, col, pixels, channels`` (pixels switched on, channels in the stroke) per stroke, in painting order (flush actions have channel/row/col -1) |
 | ``region_masks`` | the plan: bool (R, H, W) at image resolution, bit-packed along W (``np.packbits``) |
 | ``content`` | the content image (3, H, W) as uint8 when that is exact, else float32; a GAN's latent z |
 | ``condition.<name>`` | tensor-valued generator conditions (a style image) |
