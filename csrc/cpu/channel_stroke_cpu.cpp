@@ -382,19 +382,19 @@ class StrokePainter {
   }
 
   // The channel set P of a stroke at (h, w) whose leading channel is c: c, then the best channels
-  // still off there. The stroke switches each of them on at the centre, so they are taken out of
-  // the index as they are chosen.
+  // still off there. The index is not told about elements switched on elsewhere (that would cost a
+  // cache miss per switched element); a channel it offers that is on by now is dropped from it here.
   void penetration_channels(int64_t c, int64_t h, int64_t w, std::vector<int64_t>& channels) {
     channels.assign(1, c);
     const int64_t cell = cell_of(h, w);
     const int64_t extra = std::min<int64_t>(params_.p - 1, params_.tau - channels_on_[cell] - 1);
     if (extra <= 0) return;
-    off_channels_->take_out(cell, c);
+    off_channels_->remove(cell, c);  // the stroke switches it on in any case
     while (static_cast<int64_t>(channels.size()) <= extra) {
       const int64_t next = off_channels_->best(cell);
       if (next < 0) break;
-      off_channels_->take_out(cell, next);
-      channels.push_back(next);
+      off_channels_->remove(cell, next);
+      if (response(next, cell) != kClosed) channels.push_back(next);
     }
   }
 
@@ -412,7 +412,6 @@ class StrokePainter {
   void switch_on(int64_t q, int64_t h, int64_t w, int64_t cell, int32_t stroke_index) {
     candidate_removed(q, h, w, cell);
     response(q, cell) = kClosed;
-    if (off_channels_ != nullptr) off_channels_->take_out(cell, q);
     order_[q * HW_ + h * W_ + w] = stroke_index;
     ++channel_counts_[q];
     if (channels_on_[cell]++ == 0) ++covered_;

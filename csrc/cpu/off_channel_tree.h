@@ -1,9 +1,8 @@
 // Penetration's index: at every location, the responses of its channels under a 16-ary max tree,
-// so the best channel of a location is found by reading one 64-byte line per level (O(log C)).
-// Without it, every stroke scans the C channels of its centre. The caller takes a channel out as it
-// is switched on (one store into the location's leaf line, no path repair: a node may then hold
-// more than its children's maximum), and best() repairs the stale nodes it meets, so its answers
-// are exact and the repairs follow the searches, not the strokes.
+// so the best channel of a location is found by reading one 64-byte line per level (O(log C)) and
+// taking a channel out repairs one path. Without it, every stroke scans the C channels of its
+// centre. Channels are taken out by the caller; it may leave channels in that are on by now and
+// drop them when they surface.
 #pragma once
 
 #include <c10/util/Exception.h>
@@ -60,38 +59,44 @@ class OffChannelTree {
     }
   }
 
-  // Takes channel c out at location `at`: its leaf only. The nodes above may then hold more than
-  // their children's maximum; best() repairs them when it meets them.
-  void take_out(int64_t at, int64_t c) { level_row(0, at)[c] = kTakenOut; }
+  // Takes channel c out at location `at` (no-op if it already was).
+  void remove(int64_t at, int64_t c) {
+    float* leaf = &level_row(0, at)[c];
+    float removed = *leaf;
+    if (removed == kTakenOut) return;
+    *leaf = kTakenOut;
+    int64_t child = c;
+    for (size_t level = 1; level < levels_.size(); ++level) {
+      const int64_t node = child / kFanout;
+      float& value = level_row(level, at)[node];
+      if (removed < value) return;  // the removed response was not this node's maximum
+      const float updated = children_max(level, at, node);
+      if (updated == value) return;
+      removed = value;
+      value = updated;
+      child = node;
+    }
+  }
 
   // The channel of highest response still in at `at`, ties to the smaller channel
-  // (channel_precedes); -1 if none is left. A node never holds less than its children's maximum,
-  // so the leftmost child equal to it leads to the leftmost leaf of that value; a node none of
-  // whose children equals it is stale: it and the path above it are recomputed, and the search
-  // starts again from the top.
-  int64_t best(int64_t at) {
+  // (channel_precedes); -1 if none is left. Each node holds the exact maximum of its children, so the leftmost
+  // child equal to it holds the leftmost leaf of that value.
+  int64_t best(int64_t at) const {
     const size_t top = levels_.size() - 1;
-    for (;;) {
-      const float target = level_row(top, at)[0];
-      if (target == kTakenOut) return -1;
-      int64_t node = 0;
-      size_t level = top;
-      for (; level >= 1; --level) {
-        const float* children = level_row(level - 1, at);
-        const int64_t first = node * kFanout, last = std::min(first + kFanout, widths_[level - 1]);
-        int64_t child = first;
-        while (child < last && children[child] != target) ++child;
-        if (child == last) break;  // stale
-        node = child;
+    float target = level_row(top, at)[0];
+    if (target == kTakenOut) return -1;
+    int64_t node = 0;
+    for (size_t level = top; level >= 1; --level) {
+      const float* children = level_row(level - 1, at);
+      int64_t child = node * kFanout;
+      while (children[child] != target) {
+        ++child;
+        TORCH_INTERNAL_ASSERT_DEBUG_ONLY(child < std::min((node + 1) * kFanout, widths_[level - 1]),
+                                         "OffChannelTree: a node lost its children's maximum");
       }
-      if (level == 0) return node;
-      for (; level < levels_.size(); ++level, node /= kFanout) {
-        float& stored = level_row(level, at)[node];
-        const float exact = children_max(level, at, node);
-        TORCH_INTERNAL_ASSERT_DEBUG_ONLY(exact <= stored, "OffChannelTree: a node fell below its children");
-        stored = exact;
-      }
+      node = child;
     }
+    return node;
   }
 
  private:
