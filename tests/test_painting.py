@@ -15,6 +15,7 @@ from cpia_cuda.painting import outputs as outputs_module
 from cpia_cuda.painting.pipeline import step_image
 from cpia_cuda.painting.render import CanvasRenderer
 from cpia_cuda.planning.base import Planner, Region
+from conftest import CUDA_READY, needs_cuda
 
 SIZE = 64
 LAYER = 5  # res.2 of multistyle26: 32 channels at H/4
@@ -237,10 +238,15 @@ def test_mp4_is_skipped_with_a_note_when_ffmpeg_is_missing(image, generator, tmp
 # large images and errors
 
 
+def _gradient_image(side):
+    """A (3, side, side) image: red grows down the rows, green along the columns, blue at 0.5."""
+    ramp = torch.linspace(0, 1, side)
+    return torch.stack([ramp[:, None].expand(side, side), ramp[None, :].expand(side, side),
+                        torch.full((side, side), 0.5)])
+
+
 def test_a_large_image_paints_with_small_preview_frames(generator):
-    rows = torch.linspace(0, 1, 1024)
-    big = torch.stack([rows[:, None].expand(1024, 1024), rows[None, :].expand(1024, 1024),
-                       torch.full((1024, 1024), 0.5)])
+    big = _gradient_image(1024)
     result = paint(big, generator=generator, condition={"style": 3}, layer=LAYER, tau=8, max_strokes=20,
                    planner=None, frames=3, preview_size=128)
     assert result.image.shape == (3, 1024, 1024)
@@ -328,18 +334,9 @@ def test_phase_timings_cover_the_run(image, generator):
 # CUDA: the whole pipeline on the device (skipped without a GPU and a CUDA build)
 
 
-def _cuda_ready():
-    from cpia_cuda import _ops
-
-    return torch.cuda.is_available() and _ops.cuda_kernels_available()
-
-
-needs_cuda = pytest.mark.skipif(not _cuda_ready(), reason="needs a CUDA GPU and a CUDA build of cpia_cuda")
-
-
 @pytest.fixture(scope="module")
 def cuda_generator():
-    return load_generator("multistyle26", device="cuda") if _cuda_ready() else None
+    return load_generator("multistyle26", device="cuda") if CUDA_READY else None
 
 
 @needs_cuda
@@ -396,9 +393,7 @@ def test_on_cuda_the_arbitrary_style_network_paints_and_replays(image, tmp_path)
 
 @needs_cuda
 def test_on_cuda_a_large_image_paints_with_small_preview_frames_within_device_memory(cuda_generator):
-    rows = torch.linspace(0, 1, 2048)
-    big = torch.stack([rows[:, None].expand(2048, 2048), rows[None, :].expand(2048, 2048),
-                       torch.full((2048, 2048), 0.5)])
+    big = _gradient_image(2048)
     result = paint(big, generator=cuda_generator, condition={"style": 3}, layer=LAYER, tau=8, max_strokes=200,
                    planner=None, frames=3, preview_size=256)
     assert result.image.shape == (3, 2048, 2048) and result.frames.shape == (3, 3, 256, 256)
