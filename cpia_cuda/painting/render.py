@@ -167,9 +167,9 @@ class CanvasRenderer:
                       preview_size: int | None, batch_size: int = 8, progress=None) -> torch.Tensor:
         """Canvases (F, 3, ph, pw) after each stroke count in ``thresholds``, at the preview size.
 
-        Frames are decoded ``batch_size`` at a time; each frame's masked activation is built (and, for
-        a generator whose decode takes any size, area-downsampled) on its own, so only one full-size masked
-        activation exists at a time.
+        Frames are decoded ``batch_size`` at a time. For a generator whose decode takes any size, each
+        frame's masked activation is area-downsampled as soon as it is built, so only one full-size masked
+        activation exists at a time; otherwise the batch holds ``batch_size`` full-size ones.
         """
         target = preview_shape(self.image_size, preview_size)
         scale = target[0] / self.image_size[0]
