@@ -53,6 +53,36 @@ def test_sensitivity_threshold_and_brush_extension(backend):
     assert r.stop_reason == "exhausted"
 
 
+def test_sensitivity_compares_with_the_float32_product(backend):
+    """The rule is Y[q, h', w'] >= float32(m) * Y[q, h, w], the product rounded to float32."""
+    def threshold(centre):
+        return np.float32(0.8) * np.float32(centre)
+
+    rounded_down, rounded_apart = 1.001953125, 1.0000019073486328
+    # A float64 product would exclude the float32 threshold itself ...
+    assert float(threshold(rounded_down)) < 0.8 * rounded_down
+    # ... and 0.8 * Y in float64 rounded to float32 lands one step below the float32 product.
+    below_by_float64_m = np.float32(0.8 * rounded_apart)
+    assert below_by_float64_m < threshold(rounded_apart)
+    cases = [(rounded_down, threshold(rounded_down), True),
+             (rounded_down, np.nextafter(threshold(rounded_down), np.float32(0)), False),
+             (rounded_apart, below_by_float64_m, False)]
+    for centre, neighbour, joins in cases:
+        Y = torch.tensor([[[centre, float(neighbour)]]])
+        r = run(Y, 1, backend, brush=1, m=0.8, channel_cost=0.0, min_response=0.0)
+        assert r.order.cpu().tolist() == ([[[0, 0]]] if joins else [[[0, 1]]]), (centre, float(neighbour))
+
+
+def test_min_response_compares_with_the_float32_product(backend):
+    y_max = np.float32(1.001953125)
+    threshold = np.float32(0.1) * y_max  # float32(min_response) * Ymax, rounded to float32
+    assert float(threshold) < 0.1 * float(y_max)  # rounded down: a float64 product would stop at it
+    for second, reason, count in [(threshold, "exhausted", 2),
+                                  (np.nextafter(threshold, np.float32(0)), "min_response", 1)]:
+        r = run(torch.tensor([[[float(y_max), float(second)]]]), 1, backend, brush=0, min_response=0.1)
+        assert (r.stop_reason, len(strokes_list(r))) == (reason, count)
+
+
 def test_penetration_order_ties_and_room_under_tau(backend):
     Y = torch.tensor([0.2, 0.9, 0.5, 0.5]).view(4, 1, 1)
     r = run(Y, 3, backend, brush=0, p=3)
@@ -93,7 +123,9 @@ def test_allowed_region_restricts_strokes_and_ymax(backend):
     "limits, reason, count",
     [({"max_strokes": 1}, "max_strokes", 1), ({"max_strokes": 0}, "max_strokes", 0),
      ({"max_coverage": 0.5}, "max_coverage", 2), ({"min_response": 0.6}, "min_response", 2),
-     ({"min_response": 0.0}, "exhausted", 4)],
+     ({"min_response": 0.0}, "exhausted", 4),
+     # both limits are reached before the third stroke: max_strokes is checked first
+     ({"max_strokes": 2, "max_coverage": 0.5}, "max_strokes", 2)],
 )
 def test_each_stop_reason(backend, limits, reason, count):
     Y = torch.tensor([[[4.0, 3.0, 2.0, 1.0]]])

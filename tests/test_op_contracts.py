@@ -79,6 +79,14 @@ def test_op_level_checks_use_the_same_words():
         torch.ops.cpia.channel_stroke(*args[:5], 9, *args[6:])
     with pytest.raises(RuntimeError, match=r"m must be in \(0, 1\], got 0"):
         torch.ops.cpia.channel_stroke(*args[:6], 0.0, *args[7:])
+    with pytest.raises(RuntimeError, match=r"p must be in \[1, tau\] = \[1, 2\], got 3"):
+        torch.ops.cpia.channel_stroke(*args[:7], 3, *args[8:])
+    with pytest.raises(RuntimeError, match=r"min_response must be in \[0, 1\], got 2"):
+        torch.ops.cpia.channel_stroke(*args[:8], 2.0, *args[9:])
+    with pytest.raises(RuntimeError, match="max_strokes must be >= 0, got -1"):
+        torch.ops.cpia.channel_stroke(*args[:9], -1, None)
+    with pytest.raises(RuntimeError, match=r"max_coverage must be in \(0, 1\], got 0"):
+        torch.ops.cpia.channel_stroke(*args[:10], 0.0)
     with pytest.raises(RuntimeError, match="brush centre must be True"):
         torch.ops.cpia.channel_stroke(*args[:3], torch.tensor([[True, False, True]]), *args[4:])
     bad_table = torch.tensor([1.0, 0.5, 0.7])
