@@ -95,6 +95,9 @@ def _stroke_one_image(Y, allowed, init_mask, order, offsets, weights, tau, m, p,
             order[q, sh, sw] = stroke_index
             channels_on[sh, sw] += 1
             pixels_on += int(sh.numel())
+        if pixels_on == 0:  # the picked element is a candidate, and a stroke's centre always switches on
+            raise RuntimeError(f"channel_stroke (reference): internal error, stroke {stroke_index} at {(c, h, w)} "
+                               "switched nothing on")
         strokes.append((c, h, w, pixels_on, len(channels)))
         cursor = (c, h, w)
 

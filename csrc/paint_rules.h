@@ -149,10 +149,9 @@ CPIA_HOST_DEVICE bool passes_sensitivity(float y_neighbour, float y_centre, floa
 }
 
 // Precedence among channels at one location (flush ranking, penetration order): higher response
-// first, ties to the smaller channel index.
-CPIA_HOST_DEVICE bool channel_precedes(float y_a, int64_t c_a, float y_b, int64_t c_b) {
-  return y_a > y_b || (y_a == y_b && c_a < c_b);
-}
+// first (float comparison, so -0.0 ties with +0.0), ties to the smaller channel index. No function
+// here: each kernel's data structure realises it, as the first maximum of a channel-ordered scan
+// (OffChannelTree::best, the CUDA penetration keys) or the smallest tied channels (the flushes).
 
 // Stop reasons, in the order the loop checks them.
 enum StopReason : int32_t {

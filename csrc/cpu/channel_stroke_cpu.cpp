@@ -161,6 +161,9 @@ class StrokePainter {
       TORCH_INTERNAL_ASSERT(is_candidate_at(c, cell_of(h, w)), "channel_stroke: stale candidate index ", flat);
       if (below_min_response(response(c, cell_of(h, w)), threshold_)) return kStopMinResponse;
       strokes.push_back(paint_stroke(c, h, w, static_cast<int32_t>(stroke)));
+      // A candidate centre always switches on; a stroke that does not would repeat forever.
+      TORCH_INTERNAL_ASSERT(strokes.back()[kStrokePixelsOn] > 0, "channel_stroke: stroke ", stroke,
+                            " switched nothing on");
       cursor_c_ = c;
       cursor_h_ = h;
       cursor_w_ = w;

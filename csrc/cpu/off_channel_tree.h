@@ -78,9 +78,9 @@ class OffChannelTree {
     }
   }
 
-  // The channel of highest response still in at `at`, ties to the smaller channel
-  // (channel_precedes); -1 if none is left. Each node holds the exact maximum of its children, so the leftmost
-  // child equal to it holds the leftmost leaf of that value.
+  // The channel of highest response still in at `at`, ties to the smaller channel (channel
+  // precedence, paint_rules.h); -1 if none is left. Each node holds the exact maximum of its
+  // children, so the leftmost child equal to it holds the leftmost leaf of that value.
   int64_t best(int64_t at) const {
     const size_t top = levels_.size() - 1;
     float target = level_row(top, at)[0];

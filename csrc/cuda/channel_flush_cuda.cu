@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(kFlushThreads)
     int above = 0;
     for (int64_t c = lane; c < C; c += 32) above += row[c] > tau_th;
     const int ties_kept = tau - warp_sum(above);
-    // Ties at the tau-th response go to the smaller channels (channel_precedes).
+    // Ties at the tau-th response go to the smaller channels (channel precedence, paint_rules.h).
     int ties_before = 0;
     for (int64_t base = 0; base < C; base += 32) {
       const int64_t c = base + lane;

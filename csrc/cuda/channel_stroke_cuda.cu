@@ -216,7 +216,8 @@ class ImagePainter {
         Key local = kNoCandidate;
         for (int64_t q = threadIdx.x; q < g_.C; q += blockDim.x) {
           if (q == c || on_[q * g_.HW + centre]) continue;
-          const Key key = make_key(y_[q * g_.HW + centre], static_cast<uint32_t>(q));  // channel_precedes order
+          // Keys rank channels by the channel precedence of paint_rules.h.
+          const Key key = make_key(y_[q * g_.HW + centre], static_cast<uint32_t>(q));
           if (key < previous && key > local) local = key;
         }
         const Key chosen = block_max(local, scratch);
