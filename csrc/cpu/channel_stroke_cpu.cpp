@@ -363,6 +363,7 @@ class StrokePainter {
     while (!search_stack_.empty()) {
       const Pending pending = search_stack_.back();
       search_stack_.pop_back();
+      // <=, not <: padding tiles (past tiles_) keep the ceiling kNoCandidate and must never be scanned.
       if (pending.ceiling <= best) continue;
       if (pending.count == 1) {
         best = std::max(best, scan_tile(cursor_c_, pending.first, [&](float y, int64_t h, int64_t w) {
