@@ -82,4 +82,3 @@ def test_shape_sweep_sets_channels_and_side_and_gets_its_own_table():
     table = format_scaling(points)
     assert "| cpu | 16 | 8 | 1,024 |" in table and "| cpu | 4 | 16 | 1,024 |" in table
     assert "| cpu | shape |" not in table  # not mixed into the one-parameter rows
-

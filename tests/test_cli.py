@@ -133,4 +133,3 @@ def test_device_choices_that_cannot_run_are_refused_by_name(name, gpus, kernels,
     with pytest.raises(ValueError, match=message):
         resolve_device(name)
     assert resolve_device("cpu") == "cpu"
-

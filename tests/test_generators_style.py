@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from cpia_cuda.generators.base import GeneratorError
 from cpia_cuda.generators.hooked import HookedGenerator
 from cpia_cuda.generators.msg import MSGNetGenerator, gram_matrix, load_msgnet
+from conftest import TinyPainter
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared/data/images"
 
@@ -462,22 +462,9 @@ def test_msg_errors(tmp_path):
 # -- hooked ------------------------------------------------------------------------------------
 
 
-class _TinyPainter(nn.Module):
-    """A small image-to-image network with a nested submodule and an extra forward argument."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 6, 3, padding=1)
-        self.body = nn.Sequential(nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 4, 3, padding=1))
-        self.head = nn.Conv2d(4, 3, 1)
-
-    def forward(self, x, gain: float = 1.0):
-        return torch.sigmoid(gain * self.head(torch.tanh(self.body(torch.relu(self.stem(x))))))
-
-
 def test_hooked_split_and_replacement():
     torch.manual_seed(3)
-    module = _TinyPainter()
+    module = TinyPainter()
     generator = HookedGenerator(module, ["stem", "body.1", "body"], example_inputs=torch.rand(1, 3, 8, 8))
     table = [(layer.index, layer.name, layer.channels) for layer in generator.layers()]
     assert table == [(1, "stem", 6), (2, "body.1", 5), (3, "body", 4)]
@@ -492,7 +479,7 @@ def test_hooked_split_and_replacement():
 
 
 def test_hooked_errors():
-    module = _TinyPainter()
+    module = TinyPainter()
     with pytest.raises(GeneratorError, match=r"unknown submodule name\(s\) \['neck'\]"):
         HookedGenerator(module, ["stem", "neck"], channels=[6, 4])
     with pytest.raises(GeneratorError, match="channels= .* or example_inputs="):
@@ -532,7 +519,7 @@ def test_generators_on_cuda(kind, tmp_path):
         _, path = _msg_weights_file(tmp_path)
         generator, style = load_msgnet(path), {"style_image": torch.rand(3, 40, 40)}
     else:
-        generator, style = HookedGenerator(_TinyPainter(), ["stem", "body"], channels=[6, 4]), {}
+        generator, style = HookedGenerator(TinyPainter(), ["stem", "body"], channels=[6, 4]), {}
 
     def make(g):  # the same style on either device (make_context moves it to the module's device)
         return g.make_context(**style)

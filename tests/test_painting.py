@@ -15,7 +15,7 @@ from cpia_cuda.painting import outputs as outputs_module
 from cpia_cuda.painting.pipeline import step_image
 from cpia_cuda.painting.render import CanvasRenderer
 from cpia_cuda.planning.base import Planner, Region
-from conftest import CUDA_READY, needs_cuda
+from conftest import CUDA_READY, TinyPainter, needs_cuda
 
 SIZE = 64
 LAYER = 5  # res.2 of multistyle26: 32 channels at H/4
@@ -255,22 +255,12 @@ def test_a_large_image_paints_with_small_preview_frames(generator):
     assert result.memory.total > 32 * 256 * 256 * 4
 
 
-class _TinyStyleNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(4)
-        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
-        self.head = torch.nn.Conv2d(8, 3, 1)
-
-    def forward(self, x):
-        return torch.sigmoid(self.head(self.stem(x)))
-
-
 def test_a_hooked_generator_paints_an_image_larger_than_the_preview():
     # Its decode replays the module on the inputs, so frames are decoded at full size and then resized.
     from cpia_cuda.generators import HookedGenerator
 
-    hooked = HookedGenerator(_TinyStyleNet(), ["stem"], channels=[8])
+    torch.manual_seed(4)
+    hooked = HookedGenerator(TinyPainter(), ["stem"], channels=[6])
     big = torch.rand(3, 48, 64)
     result = paint(big, generator=hooked, layer="stem", tau=2, max_strokes=30, planner=None, frames=3,
                    preview_size=32)
