@@ -190,6 +190,18 @@ def _resolve_backend(backend: str, Y: torch.Tensor) -> str:
 # public ops
 
 
+def _flush_op_args(Y: torch.Tensor, tau: int, allowed: Optional[torch.Tensor]) -> tuple:
+    """Checks the arguments of :func:`channel_flush` and returns those of the op ``cpia::channel_flush``
+    (and of ``channel_flush_reference``): ``(Y, allowed, tau)`` with Y (N, C, H, W) float32."""
+    Y = _check_activation(Y)
+    batched = Y.dim() == 4
+    Y4 = Y if batched else Y.unsqueeze(0)
+    C = Y4.shape[1]
+    if C > 0:
+        tau = _check_int("tau", tau, 1, C, "C")
+    return Y4.contiguous(), _allowed_4d(allowed, Y4, batched), tau
+
+
 def channel_flush(
     Y: torch.Tensor, tau: int, *, allowed: Optional[torch.Tensor] = None, backend: str = "auto"
 ) -> torch.Tensor:
@@ -208,19 +220,69 @@ def channel_flush(
     Returns:
         Bool tensor of Y's shape.
     """
+    args = _flush_op_args(Y, tau, allowed)
+    backend = _resolve_backend(backend, args[0])
+    kept = channel_flush_reference(*args) if backend == "reference" else torch.ops.cpia.channel_flush(*args)
+    return kept if Y.dim() == 4 else kept.squeeze(0)
+
+
+def _stroke_op_args(
+    Y: torch.Tensor,
+    tau: int,
+    *,
+    brush: Brush = 1,
+    m: float = 0.8,
+    p: int = 1,
+    channel_cost: float = 0.5,
+    sigma: float = 4.0,
+    min_response: float = 0.1,
+    max_strokes: Optional[int] = None,
+    max_coverage: Optional[float] = None,
+    allowed: Optional[torch.Tensor] = None,
+    init_mask: Optional[torch.Tensor] = None,
+) -> tuple:
+    """Checks the arguments of :func:`channel_stroke` and returns those of the op ``cpia::channel_stroke``
+    (and of ``channel_stroke_reference``): ``(Y, allowed, init_mask, brush, distance_weights, tau, m, p,
+    min_response, max_strokes, max_coverage)`` with Y (N, C, H, W) float32, allowed (N, H, W)."""
     Y = _check_activation(Y)
     batched = Y.dim() == 4
     Y4 = Y if batched else Y.unsqueeze(0)
-    C = Y4.shape[1]
+    N, C, H, W = Y4.shape
     if C > 0:
         tau = _check_int("tau", tau, 1, C, "C")
+        p = _check_int("p", p, 1, tau, "tau")
+    m = _check_real("m", m, 0.0, 1.0, low_open=True)
+    channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)
+    sigma = _check_real("sigma", sigma, 0.0, math.inf, low_open=True)
+    min_response = _check_real("min_response", min_response, 0.0, 1.0)
+    if max_strokes is not None:
+        max_strokes = _check_int("max_strokes", max_strokes, 0)
+    if max_coverage is not None:
+        max_coverage = _check_real("max_coverage", max_coverage, 0.0, 1.0, low_open=True)
+    brush_cells = make_brush(brush)
     allowed4 = _allowed_4d(allowed, Y4, batched)
-    backend = _resolve_backend(backend, Y4)
-    if backend == "reference":
-        kept = channel_flush_reference(Y4, allowed4, tau)
-    else:
-        kept = torch.ops.cpia.channel_flush(Y4.contiguous(), allowed4, tau)
-    return kept if batched else kept.squeeze(0)
+    init4 = _init_mask_4d(init_mask, Y, Y4)
+    if C * H * W >= 2**32 - 1:
+        raise ValueError(f"C*H*W must be below 2^32 - 1 per image, got {C * H * W}")
+    if C * H * W > INT32_MAX and (max_strokes is None or max_strokes > INT32_MAX):
+        raise ValueError(f"max_strokes must be at most 2^31 - 1 when C*H*W exceeds it (stroke indices in order are "
+                         f"int32), got C*H*W = {C * H * W} and max_strokes = {max_strokes}")
+    weights = distance_weights(channel_cost, sigma, H, W).to(Y4.device)
+    return (Y4.contiguous(), allowed4, init4, brush_cells, weights, tau, m, p, min_response, max_strokes, max_coverage)
+
+
+def _stroke_result(args: tuple, outputs: tuple, batched: bool) -> StrokeResult:
+    """The :class:`StrokeResult` of the op outputs ``(order, strokes, stroke_counts, stop_reasons,
+    channel_counts)`` for the op arguments ``args`` (:func:`_stroke_op_args`)."""
+    allowed4 = args[1]
+    order, records, counts, reasons, channel_counts = outputs
+    allowed_counts = allowed4.sum(dim=(1, 2)).clamp(min=1).to(torch.float32)
+    coverage = channel_counts.to(torch.float32) / allowed_counts.unsqueeze(1)
+    strokes = list(torch.split(records, counts.tolist())) if order.shape[0] else []
+    stop_reasons = [_ops.STOP_REASONS[int(r)] for r in reasons.tolist()]
+    if batched:
+        return StrokeResult(order=order, strokes=strokes, stop_reason=stop_reasons, coverage=coverage)
+    return StrokeResult(order=order.squeeze(0), strokes=strokes[0], stop_reason=stop_reasons[0], coverage=coverage[0])
 
 
 def channel_stroke(
@@ -267,41 +329,10 @@ def channel_stroke(
         init_mask: bool like Y: elements already on (not candidates; they count towards tau).
         backend: "auto", "reference", "cpu" or "cuda".
     """
-    Y = _check_activation(Y)
-    batched = Y.dim() == 4
-    Y4 = Y if batched else Y.unsqueeze(0)
-    N, C, H, W = Y4.shape
-    if C > 0:
-        tau = _check_int("tau", tau, 1, C, "C")
-        p = _check_int("p", p, 1, tau, "tau")
-    m = _check_real("m", m, 0.0, 1.0, low_open=True)
-    channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)
-    sigma = _check_real("sigma", sigma, 0.0, math.inf, low_open=True)
-    min_response = _check_real("min_response", min_response, 0.0, 1.0)
-    if max_strokes is not None:
-        max_strokes = _check_int("max_strokes", max_strokes, 0)
-    if max_coverage is not None:
-        max_coverage = _check_real("max_coverage", max_coverage, 0.0, 1.0, low_open=True)
-    brush_cells = make_brush(brush)
-    allowed4 = _allowed_4d(allowed, Y4, batched)
-    init4 = _init_mask_4d(init_mask, Y, Y4)
-    backend = _resolve_backend(backend, Y4)
-    if C * H * W >= 2**32 - 1:
-        raise ValueError(f"C*H*W must be below 2^32 - 1 per image, got {C * H * W}")
-    if C * H * W > INT32_MAX and (max_strokes is None or max_strokes > INT32_MAX):
-        raise ValueError(f"max_strokes must be at most 2^31 - 1 when C*H*W exceeds it (stroke indices in order are "
-                         f"int32), got C*H*W = {C * H * W} and max_strokes = {max_strokes}")
-    weights = distance_weights(channel_cost, sigma, H, W).to(Y4.device)
-    args = (Y4.contiguous(), allowed4, init4, brush_cells, weights, tau, m, p, min_response, max_strokes, max_coverage)
-    if backend == "reference":
-        order, records, counts, reasons, channel_counts = channel_stroke_reference(*args)
-    else:
-        order, records, counts, reasons, channel_counts = torch.ops.cpia.channel_stroke(*args)
+    args = _stroke_op_args(Y, tau, brush=brush, m=m, p=p, channel_cost=channel_cost, sigma=sigma,
+                           min_response=min_response, max_strokes=max_strokes, max_coverage=max_coverage,
+                           allowed=allowed, init_mask=init_mask)
+    backend = _resolve_backend(backend, args[0])
+    stroke_op = channel_stroke_reference if backend == "reference" else torch.ops.cpia.channel_stroke
+    return _stroke_result(args, stroke_op(*args), batched=Y.dim() == 4)
 
-    allowed_counts = allowed4.sum(dim=(1, 2)).clamp(min=1).to(torch.float32)
-    coverage = channel_counts.to(torch.float32) / allowed_counts.unsqueeze(1)
-    strokes = list(torch.split(records, counts.tolist())) if N else []
-    stop_reasons = [_ops.STOP_REASONS[int(r)] for r in reasons.tolist()]
-    if batched:
-        return StrokeResult(order=order, strokes=strokes, stop_reason=stop_reasons, coverage=coverage)
-    return StrokeResult(order=order.squeeze(0), strokes=strokes[0], stop_reason=stop_reasons[0], coverage=coverage[0])
