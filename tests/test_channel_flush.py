@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from cpia_cuda import channel_flush
-from conftest import FUSED_BACKENDS
+from conftest import EMULATED, FUSED_BACKENDS, emulated_channel_flush, needs_emulator
 
 ALL_BACKENDS = ["reference"] + FUSED_BACKENDS
 
 
 def flush(Y, tau, backend, allowed=None):
+    if backend == EMULATED:
+        return emulated_channel_flush(Y, tau, allowed)
     device = "cuda" if backend == "cuda" else "cpu"
     allowed = None if allowed is None else allowed.to(device)
     return channel_flush(Y.to(device), tau, allowed=allowed, backend=backend).cpu()
@@ -82,3 +84,18 @@ def test_fused_matches_reference_across_location_blocks(backend, channels, tau, 
     Y[2, :, :, ::3] = -0.0
     allowed = torch.rand(3, 4, width, generator=g) > 0.1
     assert torch.equal(flush(Y, tau, backend, allowed), flush(Y, tau, "reference", allowed))
+
+
+@needs_emulator
+def test_emulated_cuda_flush_fits_deep_stacks_in_shared_memory():
+    """The CUDA flush shrinks its block to 8 locations when 32 rows of 3000 channels exceed the
+    227 KiB of shared memory of an H100/H200 (as the emulator reports), and refuses what never fits."""
+    g = torch.Generator().manual_seed(3000)
+    Y = (torch.randn(2, 3000, 3, 7, generator=g) * 4).round() / 4
+    allowed = torch.rand(2, 3, 7, generator=g) > 0.1
+    assert torch.equal(emulated_channel_flush(Y, 1200, allowed), flush(Y, 1200, "reference", allowed))
+    limit = (227 * 1024 // 5 - 1) | 1
+    emulated_channel_flush(torch.randn(limit, 1, 1), 3)
+    with pytest.raises(RuntimeError, match=f"channel_flush on CUDA supports C up to {limit} channels on this "
+                                           f"device, got C = {limit + 1}"):
+        emulated_channel_flush(torch.randn(limit + 1, 1, 1), 3)

@@ -5,12 +5,15 @@ import pytest
 import torch
 
 from cpia_cuda import channel_stroke, distance_weights
-from conftest import FUSED_BACKENDS, needs_cuda
+from conftest import (EMULATED, FUSED_BACKENDS, emulated_channel_stroke, needs_cuda, needs_emulator,
+                      random_stroke_case)
 
 ALL_BACKENDS = ["reference"] + FUSED_BACKENDS
 
 
 def run(Y, tau, backend, **kwargs):
+    if backend == EMULATED:
+        return emulated_channel_stroke(Y, tau, **kwargs)
     device = "cuda" if backend == "cuda" else "cpu"
     moved = {k: (v.to(device) if isinstance(v, torch.Tensor) and k != "brush" else v) for k, v in kwargs.items()}
     return channel_stroke(Y.to(device), tau, backend=backend, **moved)
@@ -173,38 +176,10 @@ def test_distance_weight_table():
     assert distance_weights(0.5, 100.0, 3, 3).numel() == 9  # image smaller than the Gaussian
 
 
-def random_case(seed):
-    g = torch.Generator().manual_seed(seed)
-    pick = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=g))
-    N, C, H, W = pick(1, 3), pick(1, 12), pick(1, 20), pick(1, 20)
-    Y = torch.randn(N, C, H, W, generator=g)
-    if seed % 4 == 0:
-        Y = (Y * 2).round() / 2  # many exact ties
-    if seed % 4 == 1:
-        Y = Y.abs()
-    tau = pick(1, C)
-    kwargs = dict(
-        brush=pick(0, 2), m=[0.5, 0.8, 1.0][seed % 3], p=pick(1, tau), channel_cost=[0.0, 0.5, 1.0][seed % 3],
-        sigma=[0.7, 2.0, 4.0][(seed // 3) % 3], min_response=[0.0, 0.1, 0.5][(seed // 2) % 3],
-    )
-    if seed % 5 == 0:
-        kwargs["brush"] = torch.rand(3, 5, generator=g) > 0.4
-        kwargs["brush"][1, 2] = True
-    if seed % 3 == 0:
-        kwargs["allowed"] = torch.rand(N, H, W, generator=g) > 0.25
-    if seed % 7 == 0:
-        kwargs["init_mask"] = torch.rand(N, C, H, W, generator=g) > 0.85
-    if seed % 6 == 0:
-        kwargs["max_coverage"] = 0.6
-    if seed % 8 == 0:
-        kwargs["max_strokes"] = pick(0, 30)
-    return Y, tau, kwargs
-
-
 @pytest.mark.parametrize("fused", FUSED_BACKENDS)
 @pytest.mark.parametrize("seed", range(60))
 def test_fused_kernel_matches_reference(fused, seed):
-    Y, tau, kwargs = random_case(seed)
+    Y, tau, kwargs = random_stroke_case(seed)
     expected = run(Y, tau, "reference", **kwargs)
     got = run(Y, tau, fused, **kwargs)
     assert torch.equal(got.order.cpu(), expected.order)
@@ -278,6 +253,33 @@ def test_cuda_matches_cpu_on_larger_inputs(shape, tau, kwargs):
     for a, b in zip(cuda.strokes if isinstance(cuda.strokes, list) else [cuda.strokes],
                     cpu.strokes if isinstance(cpu.strokes, list) else [cpu.strokes]):
         assert torch.equal(a.cpu(), b)
+
+
+@needs_emulator
+@pytest.mark.parametrize(
+    "shape, tau, kwargs",
+    [
+        ((700, 9, 9), 350, dict(p=4, brush=1, m=0.5, min_response=0.0, max_strokes=40)),
+        ((2, 190, 180), 1, dict(p=1, brush=2, m=0.6, min_response=0.0, max_strokes=40)),
+        ((3, 24, 30, 30), 4, dict(p=2, brush=1, m=0.6, max_strokes=100)),
+    ],
+)
+def test_emulated_cuda_matches_cpu_on_inputs_wider_than_a_block(shape, tau, kwargs):
+    """The CUDA kernel's block-strided loops: more channels (penetration, saturation sweeps) and
+    more tiles (the cursor channel's floors) than a block has threads, and a batch, each under
+    several thread orders of the emulator."""
+    g = torch.Generator().manual_seed(sum(shape))
+    Y = torch.nn.functional.avg_pool2d(torch.rand(shape, generator=g).reshape(-1, 1, *shape[-2:]), 5, 1, 2)
+    Y = ((Y.reshape(shape) - 0.2) * 64).round() / 64  # signed, with ties
+    if len(shape) == 4:
+        kwargs = dict(kwargs, allowed=torch.rand(shape[0], *shape[2:], generator=g) > 0.2,
+                      init_mask=torch.rand(shape, generator=g) > 0.9)
+    expected = channel_stroke(Y, tau, backend="cpu", **kwargs)
+    for schedule_seed in range(3):
+        got = emulated_channel_stroke(Y, tau, schedule_seed=schedule_seed, **kwargs)
+        assert torch.equal(got.order, expected.order)
+        assert got.stop_reason == expected.stop_reason
+        assert all(torch.equal(a, b) for a, b in zip(got.strokes, expected.strokes))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,69 @@
+"""Builds the CUDA kernels of csrc/cuda as a CPU library that runs them under the SIMT emulator (simt.h).
+
+The .cu files (and the emulator's own test kernels) are compiled as they are, except for three mechanical rewrites that C++ cannot
+express: kernel launches ``k<<<grid, block, shared, stream>>>(args)`` become
+``::simt::launch(k, grid, block, shared, stream)(args)``, ``extern __shared__`` arrays become the
+emulator's dynamic shared memory, and the ``TORCH_LIBRARY_IMPL(cpia, CUDA, ...)`` registrations
+are replaced by ops of the namespace ``cpia_emulated`` (so both can live in one process). Line
+numbers are kept, so compiler errors and barrier lines point into the original files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import torch
+import torch.utils.cpp_extension
+
+EMULATOR = Path(__file__).resolve().parent
+REPOSITORY = EMULATOR.parents[1]
+KERNEL_SOURCES = tuple(REPOSITORY / "csrc" / "cuda" / name for name in ("channel_stroke_cuda.cu", "channel_flush_cuda.cu"))
+SELF_TEST_SOURCE = EMULATOR / "self_test_kernels.cu"  # registers its own ops
+
+LAUNCH = re.compile(r"(\w+)<<<(.*?)>>>\(", re.DOTALL)
+DYNAMIC_SHARED = re.compile(r"extern __shared__ (\w+) (\w+)\[\];")
+REGISTRATION = re.compile(r"TORCH_LIBRARY_IMPL\(cpia, CUDA, m\) \{ m\.impl\(\"(\w+)\", &(\w+)\); \}")
+
+
+def emulated_source() -> str:
+    """One translation unit: the emulator, then every CUDA source rewritten, then the op definitions."""
+    parts = ["#include <ATen/ATen.h>", "#include <torch/library.h>", '#include "simt.h"']
+    definitions = []
+    for path in KERNEL_SOURCES + (SELF_TEST_SOURCE,):
+        text = path.read_text()
+        text, launches = LAUNCH.subn(r"::simt::launch(\1, \2)(", text)
+        text = DYNAMIC_SHARED.sub(r"\1* \2 = ::simt::dynamic_shared<\1>();", text)
+        registered = REGISTRATION.findall(text)
+        text = REGISTRATION.sub("", text)
+        if launches == 0 or (path != SELF_TEST_SOURCE and not registered):
+            raise RuntimeError(f"{path}: found {launches} kernel launches and {len(registered)} op registrations; "
+                               "update tests/simt_emulator/build.py to the file's new form")
+        definitions += [f'  m.def("{op}", &cpia::{function});' for op, function in registered]
+        parts += [f'#line 1 "{path}"', text]
+    parts += ["TORCH_LIBRARY(cpia_emulated, m) {", *definitions,
+              '  m.def("set_schedule_seed", [](int64_t seed) { ::simt::schedule_seed() = static_cast<uint64_t>(seed); });',
+              "}"]
+    return "\n".join(parts) + "\n"
+
+
+def load_emulated_kernels():
+    """Compiles (once per source version) and loads the emulated kernels; returns ``torch.ops.cpia_emulated``."""
+    source = emulated_source()
+    digest = hashlib.sha256(source.encode() + (EMULATOR / "simt.h").read_bytes()).hexdigest()[:12]
+    build_dir = REPOSITORY / "build" / "simt_emulator" / digest
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source_path = build_dir / "emulated_kernels.cpp"
+    if not source_path.exists() or source_path.read_text() != source:
+        source_path.write_text(source)
+    torch.utils.cpp_extension.load(
+        name=f"cpia_emulated_{digest}",
+        sources=[str(source_path)],
+        extra_include_paths=[str(EMULATOR / "include"), str(EMULATOR), str(REPOSITORY / "csrc" / "cuda")],
+        extra_cflags=["-O2"],
+        build_directory=str(build_dir),
+        is_python_module=False,
+        verbose=False,
+    )
+    return torch.ops.cpia_emulated
