@@ -1,8 +1,10 @@
 // Channel flush on CUDA, a memory-bound per-location top-tau selection. A block loads the C
 // responses of up to 32 consecutive locations with coalesced reads into shared memory (as
-// order-preserving 32-bit words, paint_rules.h), one warp per location finds the tau-th largest
-// word by a most-significant-bit-first radix search, keeps ties by ascending channel, and the block
-// writes the kept flags back with coalesced writes.
+// order-preserving 32-bit words, paint_rules.h); one warp per location finds the tau-th largest
+// word by a most-significant-bit-first radix search that starts below the bits all the location's
+// words share, keeps ties by ascending channel, and the block writes the kept flags back with
+// coalesced writes. Up to 1024 channels a lane holds its words in registers for the search, which
+// then reads shared memory once instead of once per bit.
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -31,6 +33,95 @@ __device__ __forceinline__ int warp_sum(int value) {
 #endif
 }
 
+__device__ __forceinline__ uint32_t warp_min(uint32_t value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_min_sync(0xFFFFFFFFu, value);
+#else
+  for (int offset = 16; offset > 0; offset >>= 1) value = min(value, __shfl_xor_sync(0xFFFFFFFFu, value, offset));
+  return value;
+#endif
+}
+
+__device__ __forceinline__ uint32_t warp_max(uint32_t value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_max_sync(0xFFFFFFFFu, value);
+#else
+  for (int offset = 16; offset > 0; offset >>= 1) value = max(value, __shfl_xor_sync(0xFFFFFFFFu, value, offset));
+  return value;
+#endif
+}
+
+// A lane's words of one location: channels lane, lane + 32, ... . kWords > 0: the first kWords of
+// them copied into registers (C <= 32 * kWords); kWords == 0: read from the shared row each time.
+template <int kWords>
+struct LaneWords {
+  uint32_t word[kWords];
+  __device__ LaneWords(const uint32_t* row, int64_t C, int lane) {
+#pragma unroll
+    for (int j = 0; j < kWords; ++j) word[j] = lane + 32 * j < C ? row[lane + 32 * j] : 0u;  // 0: no word
+  }
+  __device__ int count_at_least(uint32_t bound) const {  // bound > 0
+    int count = 0;
+#pragma unroll
+    for (int j = 0; j < kWords; ++j) count += word[j] >= bound;
+    return count;
+  }
+  __device__ void extend_range(uint32_t& low, uint32_t& high, int64_t C, int lane) const {
+#pragma unroll
+    for (int j = 0; j < kWords; ++j) {
+      if (lane + 32 * j < C) {
+        low = min(low, word[j]);
+        high = max(high, word[j]);
+      }
+    }
+  }
+};
+
+template <>
+struct LaneWords<0> {
+  const uint32_t* row;
+  int64_t C;
+  int lane;
+  __device__ LaneWords(const uint32_t* row_, int64_t C_, int lane_) : row(row_), C(C_), lane(lane_) {}
+  __device__ int count_at_least(uint32_t bound) const {
+    int count = 0;
+    for (int64_t c = lane; c < C; c += 32) count += row[c] >= bound;
+    return count;
+  }
+  __device__ void extend_range(uint32_t& low, uint32_t& high, int64_t, int) const {
+    for (int64_t c = lane; c < C; c += 32) {
+      low = min(low, row[c]);
+      high = max(high, row[c]);
+    }
+  }
+};
+
+// The tau-th largest word of a location (every lane of the warp gets it); `split_exactly` is set
+// when exactly tau words are >= it, so those are the kept ones whatever the ties below.
+template <int kWords>
+__device__ uint32_t tau_th_word(const LaneWords<kWords>& words, int64_t C, int lane, int tau, bool& split_exactly) {
+  // Every word shares the leading bits on which the smallest and the largest agree, and so does
+  // the tau-th: the search starts below them.
+  uint32_t low = 0xFFFFFFFFu, high = 0u;
+  words.extend_range(low, high, C, lane);
+  low = warp_min(low);
+  high = warp_max(high);
+  const int shared_bits = low == high ? 32 : __clz(low ^ high);
+  // Largest word T such that at least tau words are >= T, decided bit by bit.
+  uint32_t tau_th = shared_bits == 32 ? low : low & ~(0xFFFFFFFFu >> shared_bits);
+  split_exactly = false;
+  for (int bit = 31 - shared_bits; bit >= 0 && !split_exactly; --bit) {
+    const uint32_t candidate = tau_th | (1u << bit);
+    const int total = warp_sum(words.count_at_least(candidate));
+    if (total >= tau) {
+      tau_th = candidate;
+      split_exactly = total == tau;
+    }
+  }
+  return tau_th;
+}
+
+template <int kWords>
 __global__ void __launch_bounds__(kFlushThreads)
     channel_flush_kernel(const float* __restrict__ y, const bool* __restrict__ allowed, bool* __restrict__ kept,
                          int64_t C, int64_t HW, int64_t groups_per_image, int locations_per_block, int pitch,
@@ -65,20 +156,8 @@ __global__ void __launch_bounds__(kFlushThreads)
       for (int64_t c = lane; c < C; c += 32) out[c] = 0;
       continue;
     }
-    // Largest word T such that at least tau channels have a word >= T: the tau-th best response.
-    // If some prefix already splits off exactly tau words, those are the kept ones.
-    uint32_t tau_th = 0;
-    bool split_exactly = false;
-    for (int bit = 31; bit >= 0 && !split_exactly; --bit) {
-      const uint32_t candidate = tau_th | (1u << bit);
-      int at_least = 0;
-      for (int64_t c = lane; c < C; c += 32) at_least += row[c] >= candidate;
-      const int total = warp_sum(at_least);
-      if (total >= tau) {
-        tau_th = candidate;
-        split_exactly = total == tau;
-      }
-    }
+    bool split_exactly;
+    const uint32_t tau_th = tau_th_word(LaneWords<kWords>(row, C, lane), C, lane, tau, split_exactly);
     if (split_exactly) {
       for (int64_t c = lane; c < C; c += 32) out[c] = row[c] >= tau_th;
       continue;
@@ -105,7 +184,21 @@ __global__ void __launch_bounds__(kFlushThreads)
   }
 }
 
-// The kernel may use all the shared memory a block can opt into on the current device; set once per
+using FlushKernel = void (*)(const float*, const bool*, bool*, int64_t, int64_t, int64_t, int, int, int);
+
+// The instantiation for C channels: a lane's words in as few registers as hold them, up to 1024
+// channels; past that, from shared memory.
+constexpr FlushKernel kFlushKernels[] = {channel_flush_kernel<1>,  channel_flush_kernel<2>,  channel_flush_kernel<4>,
+                                         channel_flush_kernel<8>,  channel_flush_kernel<16>, channel_flush_kernel<32>,
+                                         channel_flush_kernel<0>};
+
+FlushKernel flush_kernel_for(int64_t C) {
+  int k = 0;
+  while (k < 6 && (int64_t{32} << k) < C) ++k;
+  return kFlushKernels[k];
+}
+
+// The kernels may use all the shared memory a block can opt into on the current device; set once per
 // device (a per-call attribute would race between host threads flushing different C).
 int64_t opt_in_shared_memory() {
   static std::mutex mutex;
@@ -117,7 +210,9 @@ int64_t opt_in_shared_memory() {
   if (found == opt_in_bytes.end()) {
     int bytes = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    C10_CUDA_CHECK(cudaFuncSetAttribute(channel_flush_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    for (const FlushKernel kernel : kFlushKernels) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    }
     found = opt_in_bytes.emplace(device, bytes).first;
   }
   return found->second;
@@ -143,10 +238,10 @@ at::Tensor channel_flush_cuda(const at::Tensor& y, const at::Tensor& allowed, in
               " channels on this device, got C = ", C);
   const int64_t shared_bytes = locations * bytes_per_location;
   const int64_t groups = (HW + locations - 1) / locations;
-  channel_flush_kernel<<<static_cast<unsigned>(N * groups), kFlushThreads, shared_bytes,
-                         c10::cuda::getCurrentCUDAStream()>>>(y_c.data_ptr<float>(), allowed_c.data_ptr<bool>(),
-                                                             kept.data_ptr<bool>(), C, HW, groups, locations, pitch,
-                                                             static_cast<int>(tau));
+  const FlushKernel kernel = flush_kernel_for(C);
+  kernel<<<static_cast<unsigned>(N * groups), kFlushThreads, shared_bytes, c10::cuda::getCurrentCUDAStream()>>>(
+      y_c.data_ptr<float>(), allowed_c.data_ptr<bool>(), kept.data_ptr<bool>(), C, HW, groups, locations, pitch,
+      static_cast<int>(tau));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return kept;
 }

@@ -391,6 +391,7 @@ T __ldg(const T* address) {
   return *address;
 }
 inline int __popc(unsigned bits) { return __builtin_popcount(bits); }
+inline int __clz(int bits) { return bits == 0 ? 32 : __builtin_clz(static_cast<unsigned>(bits)); }
 
 // Fibers switch only at barriers, so a read-modify-write is atomic.
 template <typename T>
