@@ -10,7 +10,7 @@
 //       beat max(a, best floor) are skipped, the others are scanned one warp per tile.
 // A stroke is applied channel by channel (the channels of P depend on each other through tau) with
 // the brush cells of one channel in parallel (distinct locations, so independent). Tiles that lost
-// their best element are rescanned one warp per tile, and their tree paths rebuilt level by level.
+// their best element are rescanned and their tree paths rebuilt by one warp per channel.
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -39,6 +39,7 @@ struct Geometry {
   int64_t C, H, W, HW;
   int64_t tiles_w, tiles;  // tiles per channel
   int64_t tree_width;      // leaves per channel tree (power of two >= tiles)
+  int tree_height;         // log2(tree_width) < 32
 };
 
 struct StrokeArgs {
@@ -167,6 +168,25 @@ class ImagePainter {
     if (atomicExch(&tile_dirty_[id], 1u) == 0u) dirty_tiles_[atomicAdd(dirty_count, 1)] = static_cast<uint32_t>(id);
   }
 
+  // Rescans tile t of channel q and rebuilds its tree path; one warp. Lane l reads the sibling of
+  // the path's node at height l; a max-scan over the lanes then gives every node of the path at
+  // once (the node at height l + 1 is the max of the leaf and the siblings at heights 0..l).
+  __device__ void refresh_tile(int64_t q, int64_t t) {
+    const Key key = warp_scan_tile(q, t, -1, -1);
+    Key* tree = trees_ + q * 2 * g_.tree_width;
+    const int lane = threadIdx.x & 31;
+    const int64_t leaf = g_.tree_width + t;
+    Key path_max = lane < g_.tree_height ? tree[(leaf >> lane) ^ 1] : kNoCandidate;
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const Key below = __shfl_up_sync(0xFFFFFFFFu, path_max, offset);
+      if (lane >= offset && below > path_max) path_max = below;
+    }
+    if (key > path_max) path_max = key;
+    if (lane == 0) tree[leaf] = key;
+    if (lane < g_.tree_height) tree[leaf >> (lane + 1)] = path_max;
+    __syncwarp();  // the warp's next tile may share this path
+  }
+
   __device__ void run(int64_t n) {
     __shared__ Key scratch[32];
     __shared__ int dirty_count, saturated_count, pixels_on, newly_covered;
@@ -262,28 +282,16 @@ class ImagePainter {
         __syncthreads();
       }
 
+      // Each warp takes the dirty tiles of its channels (channel % kWarps) one after another, so no
+      // two warps touch one tree and no block barrier is needed between the levels of a path.
       const int dirty = dirty_count;
-      for (int d = threadIdx.x >> 5; d < dirty; d += kWarps) {
+      for (int d = 0; d < dirty; ++d) {
         const int64_t id = dirty_tiles_[d];
-        const int64_t q = id / g_.tiles, t = id % g_.tiles;
-        const Key key = warp_scan_tile(q, t, -1, -1);
-        if ((threadIdx.x & 31) == 0) {
-          trees_[q * 2 * g_.tree_width + g_.tree_width + t] = key;
-          tile_dirty_[id] = 0u;
-        }
+        if ((id / g_.tiles) % kWarps != threadIdx.x >> 5) continue;  // warp-uniform
+        refresh_tile(id / g_.tiles, id % g_.tiles);
+        if ((threadIdx.x & 31) == 0) tile_dirty_[id] = 0u;
       }
       __syncthreads();
-      // Rebuild the paths level by level; tiles sharing a parent write the same value.
-      for (int64_t level = 1; (g_.tree_width >> level) >= 1; ++level) {
-        for (int d = threadIdx.x; d < dirty; d += blockDim.x) {
-          const int64_t id = dirty_tiles_[d];
-          Key* tree = trees_ + (id / g_.tiles) * 2 * g_.tree_width;
-          const int64_t node = (g_.tree_width + id % g_.tiles) >> level;
-          const Key left = tree[2 * node], right = tree[2 * node + 1];
-          tree[node] = left > right ? left : right;
-        }
-        __syncthreads();
-      }
 
       covered += newly_covered;
       if (threadIdx.x == 0) {
@@ -373,9 +381,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   const at::Tensor allowed_c = allowed.contiguous();
   const at::Tensor weights_c = distance_weights.contiguous();
 
-  Geometry g{C, H, W, H * W, ceil_div(W, kTileW), 0, 1};
+  Geometry g{C, H, W, H * W, ceil_div(W, kTileW), 0, 1, 0};
   g.tiles = ceil_div(H, kTileH) * g.tiles_w;
-  while (g.tree_width < g.tiles) g.tree_width <<= 1;
+  for (; g.tree_width < g.tiles; g.tree_width <<= 1) ++g.tree_height;
 
   const std::vector<BrushOffset> offsets = brush_offsets(brush);
   std::vector<int32_t> offset_pairs;

@@ -367,14 +367,19 @@ inline int lane_id() { return static_cast<int>(threadIdx.x % kWarpSize); }
 #define __shared__ static
 
 #define __syncthreads() ::simt::Block::current().wait(::simt::Block::State::kAtSyncthreads, __LINE__)
-#define __syncwarp(mask) \
-  (::simt::require_full_mask(mask), ::simt::Block::current().wait(::simt::Block::State::kAtWarpBarrier, __LINE__))
+#define __syncwarp(...) ::simt::sync_warp(__LINE__ __VA_OPT__(, ) __VA_ARGS__)
 #define __shfl_sync(mask, value, source) ::simt::shfl(mask, value, (source) % 32, __LINE__)
 #define __shfl_down_sync(mask, value, delta) ::simt::shfl(mask, value, ::simt::lane_id() + (delta), __LINE__)
+#define __shfl_up_sync(mask, value, delta) ::simt::shfl(mask, value, ::simt::lane_id() - (delta), __LINE__)
 #define __shfl_xor_sync(mask, value, lane_mask) ::simt::shfl(mask, value, ::simt::lane_id() ^ (lane_mask), __LINE__)
 #define __ballot_sync(mask, predicate) ::simt::ballot(mask, predicate, __LINE__)
 
 namespace simt {
+inline void sync_warp(int line, unsigned mask = kFullMask) {
+  require_full_mask(mask);
+  Block::current().wait(Block::State::kAtWarpBarrier, line);
+}
+
 inline unsigned ballot(unsigned mask, bool predicate, int line) {
   require_full_mask(mask);
   Block& block = Block::current();
