@@ -8,9 +8,10 @@
 //   (b) the penalised best of c*: a pass over c*'s tiles computes for each a floor (a key its best
 //       element reaches for sure) and a ceiling (no element beats it); tiles whose ceiling does not
 //       beat max(a, best floor) are skipped, the others are scanned one warp per tile.
-// A stroke is applied channel by channel (the channels of P depend on each other through tau) with
-// the brush cells of one channel in parallel (distinct locations, so independent). Tiles that lost
-// their best element are rescanned and their tree paths rebuilt by one warp per channel.
+// A stroke is applied one thread per brush cell (distinct locations, so independent), each thread
+// taking the channels of P in order (they depend on each other through tau only at the cell).
+// Tiles that lost their best element are rescanned and their tree paths rebuilt by one warp per
+// channel.
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -248,29 +249,34 @@ class ImagePainter {
       }
       __syncthreads();
 
-      for (int32_t i = 0; i < channels; ++i) {
-        const int64_t q = stroke_channels_[i];
-        const float y_centre = y_[q * g_.HW + centre];
-        for (int32_t j = threadIdx.x; j < a_.brush_cells; j += blockDim.x) {
-          const int64_t dh = a_.brush[2 * j], dw = a_.brush[2 * j + 1];
-          const int64_t hh = h + dh, ww = w + dw;
-          if (hh < 0 || hh >= g_.H || ww < 0 || ww >= g_.W) continue;
-          const int64_t at = hh * g_.W + ww;
-          if (!is_candidate_at(q, at)) continue;
-          const bool is_centre = dh == 0 && dw == 0;
-          if (!is_centre && !passes_sensitivity(y_[q * g_.HW + at], y_centre, a_.m)) continue;
+      // The stroke, one thread per brush cell: a cell is one location, so its channels of P can be
+      // decided there in P's order by that thread (the count under tau is all they share), and the
+      // cells run in parallel with no block barrier between the channels.
+      for (int32_t j = threadIdx.x; j < a_.brush_cells; j += blockDim.x) {
+        const int64_t dh = a_.brush[2 * j], dw = a_.brush[2 * j + 1];
+        const int64_t hh = h + dh, ww = w + dw;
+        if (hh < 0 || hh >= g_.H || ww < 0 || ww >= g_.W) continue;
+        const int64_t at = hh * g_.W + ww;
+        const bool allowed = allowed_[at], is_centre = dh == 0 && dw == 0;
+        const int32_t before = channels_on_[at];
+        int32_t count = before;
+        for (int32_t i = 0; i < channels; ++i) {
+          const int64_t q = stroke_channels_[i];
+          if (!is_candidate(allowed, on_[q * g_.HW + at] != 0, count, a_.tau)) continue;
+          if (!is_centre && !passes_sensitivity(y_[q * g_.HW + at], y_[q * g_.HW + centre], a_.m)) continue;
           candidate_removed(q, at, &dirty_count);
           on_[q * g_.HW + at] = 1;
           order_[q * g_.HW + at] = static_cast<int32_t>(stroke);
           atomicAdd(&a_.channel_counts[n * g_.C + q], 1ull);
-          const int32_t before = channels_on_[at];
-          channels_on_[at] = before + 1;
-          if (before == 0) atomicAdd(&newly_covered, 1);
-          if (before + 1 == a_.tau) saturated_[atomicAdd(&saturated_count, 1)] = static_cast<uint32_t>(at);
-          atomicAdd(&pixels_on, 1);
+          ++count;
         }
-        __syncthreads();
+        if (count == before) continue;
+        channels_on_[at] = count;
+        atomicAdd(&pixels_on, count - before);
+        if (before == 0) atomicAdd(&newly_covered, 1);
+        if (count == a_.tau) saturated_[atomicAdd(&saturated_count, 1)] = static_cast<uint32_t>(at);
       }
+      __syncthreads();
 
       // Locations that reached tau: none of their channels is a candidate any more.
       const int64_t saturated_pairs = static_cast<int64_t>(saturated_count) * g_.C;  // block-uniform
