@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from cpia_cuda import channel_stroke, distance_weights
-from conftest import (EMULATED, FUSED_BACKENDS, emulated_channel_stroke, needs_cuda, needs_emulator,
-                      random_stroke_case)
+from conftest import (EMULATED, FUSED_BACKENDS, emulated_channel_stroke, emulated_kernels, needs_cuda,
+                      needs_emulator, random_stroke_case)
 
 ALL_BACKENDS = ["reference"] + FUSED_BACKENDS
 
@@ -280,6 +280,24 @@ def test_emulated_cuda_matches_cpu_on_inputs_wider_than_a_block(shape, tau, kwar
         assert torch.equal(got.order, expected.order)
         assert got.stop_reason == expected.stop_reason
         assert all(torch.equal(a, b) for a, b in zip(got.strokes, expected.strokes))
+
+
+@needs_emulator
+def test_emulated_cuda_stroke_block_barriers_per_stroke():
+    """On a GPU every block barrier makes the block wait for its slowest thread, so the number per
+    stroke bounds the loop's latency; counted under the emulator, where it is exact. With p = 2 and
+    no location reaching tau: two block reductions for the argmax, one to pick the penetrating
+    channel and its publication, the brush, the tile repair and the stroke's end: 13 (18 here before
+    the brush took its channels without barriers between them and the tree repair one warp a path)."""
+    Y = torch.nn.functional.avg_pool2d(torch.rand(1, 24, 32, 32, generator=torch.Generator().manual_seed(5)), 3, 1, 1)[0]
+    kwargs = dict(brush=1, m=0.8, p=2, channel_cost=0.5, sigma=4.0, min_response=0.0)
+    barriers = []
+    for strokes in (1, 41):
+        before = emulated_kernels().block_barriers()
+        result = emulated_channel_stroke(Y, 24, max_strokes=strokes, **kwargs)
+        barriers.append(emulated_kernels().block_barriers() - before)
+        assert result.num_strokes == strokes and (result.strokes[:, 4] == 2).all()
+    assert (barriers[1] - barriers[0]) / 40 <= 13
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ def emulated_source() -> str:
         parts += [f'#line 1 "{path}"', text]
     parts += ["TORCH_LIBRARY(cpia_emulated, m) {", *definitions,
               '  m.def("set_schedule_seed", [](int64_t seed) { ::simt::schedule_seed() = static_cast<uint64_t>(seed); });',
+              '  m.def("block_barriers", []() { return static_cast<int64_t>(::simt::block_barriers_released()); });',
               "}"]
     return "\n".join(parts) + "\n"
 

@@ -80,6 +80,13 @@ namespace simt {
 constexpr unsigned kWarpSize = 32;
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
 
+// Block barriers passed by all blocks so far: on a GPU each costs every thread of the block a wait
+// for the slowest, so their number per stroke is a measure of a kernel's latency.
+inline uint64_t& block_barriers_released() {
+  static uint64_t count = 0;
+  return count;
+}
+
 class Block {
  public:
   enum class State { kRunnable, kAtSyncthreads, kAtWarpBarrier, kExited };
@@ -240,6 +247,7 @@ class Block {
       for (const Thread& other : threads_) {
         if (other.site != t.site) fail("threads wait at different __syncthreads");
       }
+      ++block_barriers_released();
       release(0, threads);
     }
   }
