@@ -45,6 +45,7 @@ def emulated_source() -> str:
     parts += ["TORCH_LIBRARY(cpia_emulated, m) {", *definitions,
               '  m.def("set_schedule_seed", [](int64_t seed) { ::simt::schedule_seed() = static_cast<uint64_t>(seed); });',
               '  m.def("block_barriers", []() { return static_cast<int64_t>(::simt::block_barriers_released()); });',
+              '  m.def("warp_barriers", []() { return static_cast<int64_t>(::simt::warp_barriers_released()); });',
               "}"]
     return "\n".join(parts) + "\n"
 

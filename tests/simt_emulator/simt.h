@@ -87,6 +87,12 @@ inline uint64_t& block_barriers_released() {
   return count;
 }
 
+// Warp barriers (shuffles, votes, __syncwarp) passed by all warps so far.
+inline uint64_t& warp_barriers_released() {
+  static uint64_t count = 0;
+  return count;
+}
+
 class Block {
  public:
   enum class State { kRunnable, kAtSyncthreads, kAtWarpBarrier, kExited };
@@ -240,6 +246,7 @@ class Block {
       for (unsigned lane = first; lane < first + kWarpSize; ++lane) {
         if (threads_[lane].site != t.site) fail("lanes of one warp wait at different warp operations");
       }
+      ++warp_barriers_released();
       release(first, first + kWarpSize);
     } else if (t.state == State::kAtSyncthreads) {
       if (++at_syncthreads_ < threads) return;
