@@ -335,7 +335,7 @@ auto launch(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes = 0, cudaS
     const std::function<void()> body = [&] { kernel(args...); };
     gridDim = grid;
     blockDim = block;
-    Block executor;
+    static Block executor;  // keeps its fiber stacks from launch to launch (launches never nest)
     for (unsigned b = 0; b < grid.x; ++b) {
       blockIdx = dim3(b);
       dynamic_shared_memory().assign(shared_bytes, 0xA5);
