@@ -1,12 +1,12 @@
 """Builds the CUDA kernels of csrc/cuda as a CPU library that runs them under the SIMT emulator (simt.h).
 
-The .cu files (and the emulator's own test kernels) are compiled as they are, except for three mechanical rewrites that C++ cannot
-express: kernel launches ``k<<<grid, block, shared, stream>>>(args)`` become
-``::simt::launch(k, grid, block, shared, stream)(args)``, ``extern __shared__`` arrays become the
-emulator's dynamic shared memory, and the ``TORCH_LIBRARY_IMPL(cpia, CUDA, ...)`` registrations
+The .cu files (and the emulator's own test kernels) are compiled as they are, except for three
+mechanical rewrites that C++ cannot express: kernel launches ``k<<<grid, block, shared, stream>>>(args)``
+become ``::simt::launch(k, grid, block, shared, stream)(args)``, ``extern __shared__`` arrays become
+the emulator's dynamic shared memory, and the ``TORCH_LIBRARY_IMPL(cpia, CUDA, ...)`` registrations
 are replaced by ops of the namespace ``cpia_emulated`` (so both can live in one process). Line
-numbers are kept, so compiler errors and barrier lines point into the original files.
-"""
+numbers are kept, so compiler errors and barrier lines point into the original files. Headers the
+sources include are tracked by the build (ninja), so an edit to paint_rules.h rebuilds it too."""
 
 from __future__ import annotations
 
