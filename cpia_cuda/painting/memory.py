@@ -6,7 +6,8 @@ The estimate has three parts:
   activation and the painted activation (float32 each), the global and per-step stroke order (int32
   each), the bool masks (painted, flush comparison, allowed/init copies inside the op), and the
   stroke op's own working copies (on the CPU a tile-major copy of the activation and, for p > 1, a
-  per-location channel tree: 9 bytes; less on CUDA);
+  per-location channel tree: 9 bytes; on CUDA about 1.5 bytes, and a stroke buffer of at most
+  80 MB that is emptied between launches);
 * the generator's working set at full size, measured on a small probe: the largest output of any
   submodule during ``forward``, scaled by the area ratio, times ``WORKING_SET_FACTOR`` (the module's
   input, its output and the temporaries of pad/conv/normalisation live at once);

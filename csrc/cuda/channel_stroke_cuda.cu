@@ -32,6 +32,16 @@ namespace cpia {
 namespace {
 
 constexpr int kThreads = 512;
+// Stroke records one launch keeps, over all images of the batch: the stroke buffer's size. A longer
+// run goes on in further launches from the state it left, so the buffer stays small whatever the
+// image and tau. (A build-time knob: the emulated tests set it small to make runs span launches.)
+#ifndef CPIA_CUDA_STROKE_RECORDS_PER_LAUNCH
+#define CPIA_CUDA_STROKE_RECORDS_PER_LAUNCH (int64_t{1} << 22)
+#endif
+// Stop reason of an image whose stroke buffer filled up: the next launch resumes it.
+constexpr int32_t kStopBufferFull = -2;
+// Per image between launches: strokes made, the cursor (c, h, w; -1 unset), covered locations.
+enum LoopStateField : int { kStateStrokes = 0, kStateCursorC, kStateCursorH, kStateCursorW, kStateCovered, kStateFields };
 constexpr int kWarps = kThreads / 32;
 constexpr int kTileElements = kTileH * kTileW;
 static_assert(kTileElements == 64, "a tile is scanned by one warp, two elements a lane");
@@ -55,18 +65,17 @@ struct StrokeArgs {
   uint32_t* dirty_tiles;         // (N, C * tiles): c * tiles + t (< C*H*W < 2^32)
   uint32_t* stroke_channels;     // (N, C): the channel set P of the current stroke
   uint32_t* saturated;           // (N, brush cells): locations h * W + w that reached tau in this stroke
-  int32_t* strokes;              // (N, capacity, 5)
-  int64_t* stroke_counts;        // (N,)
-  int32_t* stop_reasons;         // (N,)
+  int32_t* strokes;              // (N, capacity, 5): this launch's records
+  int64_t* loop_state;           // (N, kStateFields)
+  int32_t* stop_reasons;         // (N,): kStopBufferFull while an image has strokes to make
   unsigned long long* channel_counts;  // (N, C): elements on at allowed locations
   const float* y_max;            // (N,): max response at allowed locations
   const int64_t* allowed_count;  // (N,)
-  const int64_t* covered;        // (N,): allowed locations with a channel on at the start
   const int32_t* brush;          // (cells, 2): (dh, dw) in raster order
   int32_t brush_cells;
   const float* distance_weights;
   int64_t distance_weights_size;
-  int64_t capacity;
+  int64_t capacity;  // records per image and launch
   int32_t tau;
   float m;
   int32_t p;
@@ -189,6 +198,8 @@ class ImagePainter {
   }
 
   __device__ void run(int64_t n) {
+    // Every thread reads this before the barrier below, and thread 0 writes it only at the end.
+    if (a_.stop_reasons[n] != kStopBufferFull) return;  // stopped in an earlier launch
     __shared__ Key scratch[32];
     __shared__ int dirty_count, saturated_count, pixels_on, newly_covered;
     if (threadIdx.x == 0) dirty_count = saturated_count = pixels_on = newly_covered = 0;
@@ -196,10 +207,11 @@ class ImagePainter {
 
     const float threshold = response_threshold(a_.min_response, a_.y_max[n]);
     const int64_t allowed_count = a_.allowed_count[n];
-    int64_t covered = a_.covered[n];
-    int64_t cursor_c = -1, cursor_h = -1, cursor_w = -1;
+    int64_t* state = a_.loop_state + n * kStateFields;
+    int64_t stroke = state[kStateStrokes], covered = state[kStateCovered];
+    int64_t cursor_c = state[kStateCursorC], cursor_h = state[kStateCursorH], cursor_w = state[kStateCursorW];
+    const int64_t first = stroke;  // the first stroke of this launch, record 0
     int32_t reason = kStopExhausted;
-    int64_t stroke = 0;
     for (;; ++stroke) {
       if (a_.max_strokes >= 0 && stroke >= a_.max_strokes) {
         reason = kStopMaxStrokes;
@@ -221,10 +233,9 @@ class ImagePainter {
         reason = kStopMinResponse;
         break;
       }
-      // Checked once a stroke is certain to be made (after "exhausted": the buffer holds exactly
-      // as many strokes as can switch elements on). Cannot happen: every stroke switches a candidate on.
-      if (stroke >= a_.capacity) {
-        reason = kStopInternalError;
+      // Checked once a stroke is certain to be made, so a run that ends exactly here ends in this launch.
+      if (stroke - first == a_.capacity) {
+        reason = kStopBufferFull;
         break;
       }
 
@@ -301,7 +312,7 @@ class ImagePainter {
 
       covered += newly_covered;
       if (threadIdx.x == 0) {
-        int32_t* record = strokes_ + stroke * kStrokeColumns;
+        int32_t* record = strokes_ + (stroke - first) * kStrokeColumns;
         record[kStrokeChannel] = static_cast<int32_t>(c);
         record[kStrokeRow] = static_cast<int32_t>(h);
         record[kStrokeCol] = static_cast<int32_t>(w);
@@ -315,7 +326,11 @@ class ImagePainter {
       cursor_w = w;
     }
     if (threadIdx.x == 0) {
-      a_.stroke_counts[n] = stroke;
+      state[kStateStrokes] = stroke;
+      state[kStateCursorC] = cursor_c;
+      state[kStateCursorH] = cursor_h;
+      state[kStateCursorW] = cursor_w;
+      state[kStateCovered] = covered;
       a_.stop_reasons[n] = reason;
     }
   }
@@ -398,7 +413,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
       at::from_blob(offset_pairs.data(), {static_cast<int64_t>(offsets.size()), 2}, at::kInt).to(y.device());
 
   // Every stroke switches on at least one element of an allowed location with room under tau.
-  int64_t capacity = std::min(C, tau) * H * W;
+  const int64_t most_strokes = std::min(C, tau) * H * W;
+  int64_t capacity = std::min(most_strokes, std::max<int64_t>(CPIA_CUDA_STROKE_RECORDS_PER_LAUNCH / N, 1));
   if (max_strokes.has_value()) capacity = std::min(capacity, *max_strokes);
   capacity = std::max<int64_t>(capacity, 1);
 
@@ -416,15 +432,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
                          .amax({1, 2, 3})
                          .contiguous();
   at::Tensor allowed_count = allowed_c.sum({1, 2}, false, at::kLong).contiguous();
-  at::Tensor covered = allowed_c.logical_and(channels_on > 0).sum({1, 2}, false, at::kLong).contiguous();
+  at::Tensor loop_state = at::full({N, kStateFields}, -1, y.options().dtype(at::kLong));
+  loop_state.select(1, kStateStrokes).zero_();
+  loop_state.select(1, kStateCovered).copy_(allowed_c.logical_and(channels_on > 0).sum({1, 2}, false, at::kLong));
   at::Tensor trees = at::zeros({N, C, 2 * g.tree_width}, y.options().dtype(at::kLong));
   at::Tensor tile_dirty = at::zeros({N, C * g.tiles}, int_options);
   at::Tensor dirty_tiles = at::empty({N, C * g.tiles}, int_options);
   at::Tensor stroke_channels = at::empty({N, C}, int_options);
   at::Tensor saturated = at::empty({N, static_cast<int64_t>(offsets.size())}, int_options);
   at::Tensor stroke_buffer = at::empty({N, capacity, kStrokeColumns}, int_options);
-  at::Tensor stroke_counts = at::zeros({N}, y.options().dtype(at::kLong));
-  at::Tensor stop_reasons = at::empty({N}, int_options);
+  at::Tensor stop_reasons = at::full({N}, kStopBufferFull, int_options);
 
   StrokeArgs args;
   args.g = g;
@@ -439,12 +456,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   args.stroke_channels = reinterpret_cast<uint32_t*>(stroke_channels.data_ptr<int32_t>());
   args.saturated = reinterpret_cast<uint32_t*>(saturated.data_ptr<int32_t>());
   args.strokes = stroke_buffer.data_ptr<int32_t>();
-  args.stroke_counts = stroke_counts.data_ptr<int64_t>();
+  args.loop_state = loop_state.data_ptr<int64_t>();
   args.stop_reasons = stop_reasons.data_ptr<int32_t>();
   args.channel_counts = reinterpret_cast<unsigned long long*>(channel_counts.data_ptr<int64_t>());
   args.y_max = y_max.data_ptr<float>();
   args.allowed_count = allowed_count.data_ptr<int64_t>();
-  args.covered = covered.data_ptr<int64_t>();
   args.brush = brush_d.data_ptr<int32_t>();
   args.brush_cells = static_cast<int32_t>(offsets.size());
   args.distance_weights = weights_c.data_ptr<float>();
@@ -464,14 +480,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   tree_build_kernel<<<static_cast<unsigned>(N * C), kThreads, 0, stream>>>(args.trees, g.tree_width);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  stroke_loop_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream>>>(args);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-  // The records of image n are the first stroke_counts[n] rows of its slot.
-  TORCH_CHECK(stop_reasons.ge(0).all().item<bool>(), "channel_stroke (CUDA): stroke buffer overflow, please report");
-  const at::Tensor filled = at::arange(capacity, stroke_counts.options()).unsqueeze(0) < stroke_counts.unsqueeze(1);
-  at::Tensor strokes = stroke_buffer.index({filled});
-  return {order, strokes, stroke_counts, stop_reasons, channel_counts};
+  // Launch after launch until every image has stopped; launch k records image n's strokes in the
+  // first made[k][n] rows of n's slot of the buffer, and the images that stopped return at once.
+  std::vector<at::Tensor> launch_records;
+  std::vector<at::Tensor> launch_counts;  // on the host
+  const at::Tensor strokes_made = loop_state.select(1, kStateStrokes);
+  for (;;) {
+    const at::Tensor made_before = strokes_made.clone();
+    stroke_loop_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream>>>(args);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const at::Tensor made = strokes_made - made_before;
+    const at::Tensor made_and_reasons = at::stack({made, stop_reasons.to(at::kLong)}).cpu();
+    const at::Tensor filled = at::arange(capacity, made.options()).unsqueeze(0) < made.unsqueeze(1);
+    launch_records.push_back(stroke_buffer.index({filled}));
+    launch_counts.push_back(made_and_reasons[0]);
+    if (!made_and_reasons[1].eq(kStopBufferFull).any().item<bool>()) break;
+    // Each stroke switches an element on, so a run that goes on past most_strokes is a kernel bug.
+    TORCH_CHECK(strokes_made.max().item<int64_t>() <= most_strokes,
+                "channel_stroke (CUDA): internal error, more strokes than elements, please report");
+  }
+  TORCH_CHECK(stop_reasons.ge(0).all().item<bool>(), "channel_stroke (CUDA): internal error, please report");
+
+  at::Tensor strokes;
+  if (launch_records.size() == 1) {
+    strokes = launch_records[0];
+  } else {  // image by image, its launches in order
+    std::vector<at::Tensor> parts;
+    std::vector<int64_t> offsets(launch_records.size(), 0);
+    for (int64_t n = 0; n < N; ++n) {
+      for (size_t k = 0; k < launch_records.size(); ++k) {
+        const int64_t count = launch_counts[k][n].item<int64_t>();
+        parts.push_back(launch_records[k].narrow(0, offsets[k], count));
+        offsets[k] += count;
+      }
+    }
+    strokes = at::cat(parts);
+  }
+  return {order, strokes, strokes_made.clone(), stop_reasons, channel_counts};
 }
 
 }  // namespace

@@ -63,7 +63,8 @@ def load_emulated_kernels():
         name=f"cpia_emulated_{digest}",
         sources=[str(source_path)],
         extra_include_paths=[str(EMULATOR / "include"), str(EMULATOR), str(REPOSITORY / "csrc" / "cuda")],
-        extra_cflags=["-O2"],
+        # Few stroke records per launch, so that the emulated runs go on over many launches.
+        extra_cflags=["-O2", "-DCPIA_CUDA_STROKE_RECORDS_PER_LAUNCH=7"],
         build_directory=str(build_dir),
         is_python_module=False,
         verbose=False,
