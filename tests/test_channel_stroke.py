@@ -255,6 +255,21 @@ def test_cuda_matches_cpu_on_larger_inputs(shape, tau, kwargs):
         assert torch.equal(a.cpu(), b)
 
 
+@needs_cuda
+def test_cuda_run_that_spans_launches_matches_cpu():
+    """2048 images whose 4096 one-element strokes each overflow the 2^22 records a launch keeps
+    over the batch (2048 per image): every image stops with its buffer full and is resumed."""
+    g = torch.Generator().manual_seed(4096)
+    Y = torch.rand(2048, 4, 32, 32, generator=g)
+    kwargs = dict(brush=0, p=1, min_response=0.0)
+    cpu = channel_stroke(Y, 4, backend="cpu", **kwargs)
+    cuda = channel_stroke(Y.cuda(), 4, backend="cuda", **kwargs)
+    assert cpu.num_strokes == [4096] * 2048
+    assert torch.equal(cuda.order.cpu(), cpu.order)
+    assert cuda.stop_reason == cpu.stop_reason
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(cuda.strokes, cpu.strokes))
+
+
 @needs_emulator
 @pytest.mark.parametrize(
     "shape, tau, kwargs",
