@@ -159,7 +159,6 @@ enum StopReason : int32_t {
   kStopMaxCoverage = 1,
   kStopExhausted = 2,
   kStopMinResponse = 3,
-  kStopInternalError = -1,  // never returned by a correct kernel
 };
 
 // Stop rule "max_coverage": covered locations reach max_coverage of the allowed locations.

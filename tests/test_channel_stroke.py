@@ -304,7 +304,8 @@ def test_emulated_cuda_stroke_block_barriers_per_stroke():
     no location reaching tau: two block reductions for the argmax, one to pick the penetrating
     channel and its publication, the brush, the tile repair and the stroke's end: 13 (18 here before
     the brush took its channels without barriers between them and the tree repair one warp a path)."""
-    Y = torch.nn.functional.avg_pool2d(torch.rand(1, 24, 32, 32, generator=torch.Generator().manual_seed(5)), 3, 1, 1)[0]
+    noise = torch.rand(1, 24, 32, 32, generator=torch.Generator().manual_seed(5))
+    Y = torch.nn.functional.avg_pool2d(noise, 3, 1, 1)[0]
     kwargs = dict(brush=1, m=0.8, p=2, channel_cost=0.5, sigma=4.0, min_response=0.0)
     barriers = []
     for strokes in (1, 6):  # one launch each (the emulated build records 7 strokes a launch)

@@ -41,7 +41,14 @@ constexpr int kThreads = 512;
 // Stop reason of an image whose stroke buffer filled up: the next launch resumes it.
 constexpr int32_t kStopBufferFull = -2;
 // Per image between launches: strokes made, the cursor (c, h, w; -1 unset), covered locations.
-enum LoopStateField : int { kStateStrokes = 0, kStateCursorC, kStateCursorH, kStateCursorW, kStateCovered, kStateFields };
+enum LoopStateField : int {
+  kStateStrokes = 0,
+  kStateCursorC,
+  kStateCursorH,
+  kStateCursorW,
+  kStateCovered,
+  kStateFields,
+};
 constexpr int kWarps = kThreads / 32;
 constexpr int kTileElements = kTileH * kTileW;
 static_assert(kTileElements == 64, "a tile is scanned by one warp, two elements a lane");

@@ -46,7 +46,9 @@ at::Tensor launch_on(void (*kernel)(int64_t*), int64_t blocks, int64_t threads, 
 
 TORCH_LIBRARY_FRAGMENT(cpia_emulated, m) {
   using namespace simt_self_test;
-  m.def("warp_operations", [](int64_t threads) { return launch_on(warp_operations_kernel, 1, threads, threads * 4).view({threads, 4}); });
+  m.def("warp_operations", [](int64_t threads) {
+    return launch_on(warp_operations_kernel, 1, threads, threads * 4).view({threads, 4});
+  });
   m.def("last_writer", [](int64_t blocks) { return launch_on(last_writer_kernel, blocks, 256, blocks); });
   m.def("divergent_barrier", []() { return launch_on(divergent_barrier_kernel, 1, 64, 64); });
   m.def("different_barriers", []() { return launch_on(different_barriers_kernel, 1, 64, 64); });
