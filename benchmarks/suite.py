@@ -18,6 +18,7 @@ import torch
 
 import cpia_cuda
 from cpia_cuda import _ops
+from cpia_cuda.ops import _flush_op_args
 
 from .inputs import correlated_activation, photo_activation
 
@@ -230,12 +231,11 @@ def copy_bandwidth_row(case: FlushCase, Y: torch.Tensor, flush_seconds: float, r
     synchronisation) and ``Tensor.copy_`` run back to back between two CUDA events.
     """
     source = Y.cuda()
-    Y4 = source if source.dim() == 4 else source.unsqueeze(0)
-    allowed = torch.ones((Y4.shape[0], *Y4.shape[2:]), dtype=torch.bool, device="cuda")
+    flush_args = _flush_op_args(source, case.tau, None)
     target = torch.empty_like(source)
     launches = max(repeats, 50)
     copy_seconds = device_seconds(lambda: target.copy_(source), launches)
-    kernel_seconds = device_seconds(lambda: torch.ops.cpia.channel_flush(Y4, allowed, case.tau), launches)
+    kernel_seconds = device_seconds(lambda: torch.ops.cpia.channel_flush(*flush_args), launches)
     copy_bandwidth = 2 * source.numel() * 4 / copy_seconds
     flush_bytes = source.numel() * (4 + 1)  # float32 in, bool out
     note = (f"device time, {launches} back-to-back launches each: copy {copy_bandwidth / 1e9:.0f} GB/s, "

@@ -226,21 +226,9 @@ def channel_flush(
     return kept if Y.dim() == 4 else kept.squeeze(0)
 
 
-def _stroke_op_args(
-    Y: torch.Tensor,
-    tau: int,
-    *,
-    brush: Brush = 1,
-    m: float = 0.8,
-    p: int = 1,
-    channel_cost: float = 0.5,
-    sigma: float = 4.0,
-    min_response: float = 0.1,
-    max_strokes: Optional[int] = None,
-    max_coverage: Optional[float] = None,
-    allowed: Optional[torch.Tensor] = None,
-    init_mask: Optional[torch.Tensor] = None,
-) -> tuple:
+def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, channel_cost: float, sigma: float,
+                    min_response: float, max_strokes: Optional[int], max_coverage: Optional[float],
+                    allowed: Optional[torch.Tensor], init_mask: Optional[torch.Tensor]) -> tuple:
     """Checks the arguments of :func:`channel_stroke` and returns those of the op ``cpia::channel_stroke``
     (and of ``channel_stroke_reference``): ``(Y, allowed, init_mask, brush, distance_weights, tau, m, p,
     min_response, max_strokes, max_coverage)`` with Y (N, C, H, W) float32, allowed (N, H, W)."""
@@ -329,9 +317,8 @@ def channel_stroke(
         init_mask: bool like Y: elements already on (not candidates; they count towards tau).
         backend: "auto", "reference", "cpu" or "cuda".
     """
-    args = _stroke_op_args(Y, tau, brush=brush, m=m, p=p, channel_cost=channel_cost, sigma=sigma,
-                           min_response=min_response, max_strokes=max_strokes, max_coverage=max_coverage,
-                           allowed=allowed, init_mask=init_mask)
+    args = _stroke_op_args(Y, tau, brush, m, p, channel_cost, sigma, min_response, max_strokes, max_coverage, allowed,
+                           init_mask)
     backend = _resolve_backend(backend, args[0])
     stroke_op = channel_stroke_reference if backend == "reference" else torch.ops.cpia.channel_stroke
     return _stroke_result(args, stroke_op(*args), batched=Y.dim() == 4)

@@ -1,10 +1,11 @@
 import functools
+import inspect
 import platform
 
 import pytest
 import torch
 
-from cpia_cuda import _ops
+from cpia_cuda import _ops, channel_stroke
 from cpia_cuda.ops import _flush_op_args, _stroke_op_args, _stroke_result
 
 CUDA_READY = torch.cuda.is_available() and _ops.cuda_kernels_available()
@@ -30,7 +31,10 @@ def emulated_kernels():
 
 def emulated_channel_stroke(Y, tau, schedule_seed=0, **kwargs):
     """cpia_cuda.channel_stroke on the emulated CUDA kernel; the emulator orders threads by schedule_seed."""
-    args = _stroke_op_args(Y, tau, **kwargs)
+    call = inspect.signature(channel_stroke).bind(Y, tau, **kwargs)
+    call.apply_defaults()  # channel_stroke's defaults
+    del call.arguments["backend"]
+    args = _stroke_op_args(**call.arguments)
     emulated_kernels().set_schedule_seed(schedule_seed)
     return _stroke_result(args, emulated_kernels().channel_stroke(*args), batched=Y.dim() == 4)
 
