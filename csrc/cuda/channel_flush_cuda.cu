@@ -24,32 +24,29 @@ namespace {
 constexpr int kFlushThreads = 256;
 constexpr int kFlushWarps = kFlushThreads / 32;
 
+// Warp-wide sum, min and max, every lane getting the result: one instruction each from sm_80 on,
+// a butterfly of shuffles before.
+template <typename T, typename Combine>
+__device__ __forceinline__ T warp_butterfly(T value, Combine combine) {
+  for (int offset = 16; offset > 0; offset >>= 1) value = combine(value, __shfl_xor_sync(0xFFFFFFFFu, value, offset));
+  return value;
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+__device__ __forceinline__ int warp_sum(int value) { return __reduce_add_sync(0xFFFFFFFFu, value); }
+__device__ __forceinline__ uint32_t warp_min(uint32_t value) { return __reduce_min_sync(0xFFFFFFFFu, value); }
+__device__ __forceinline__ uint32_t warp_max(uint32_t value) { return __reduce_max_sync(0xFFFFFFFFu, value); }
+#else
 __device__ __forceinline__ int warp_sum(int value) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  return __reduce_add_sync(0xFFFFFFFFu, value);
-#else
-  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xFFFFFFFFu, value, offset);
-  return value;
-#endif
+  return warp_butterfly(value, [](int a, int b) { return a + b; });
 }
-
 __device__ __forceinline__ uint32_t warp_min(uint32_t value) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  return __reduce_min_sync(0xFFFFFFFFu, value);
-#else
-  for (int offset = 16; offset > 0; offset >>= 1) value = min(value, __shfl_xor_sync(0xFFFFFFFFu, value, offset));
-  return value;
-#endif
+  return warp_butterfly(value, [](uint32_t a, uint32_t b) { return min(a, b); });
 }
-
 __device__ __forceinline__ uint32_t warp_max(uint32_t value) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  return __reduce_max_sync(0xFFFFFFFFu, value);
-#else
-  for (int offset = 16; offset > 0; offset >>= 1) value = max(value, __shfl_xor_sync(0xFFFFFFFFu, value, offset));
-  return value;
-#endif
+  return warp_butterfly(value, [](uint32_t a, uint32_t b) { return max(a, b); });
 }
+#endif
 
 // A lane's words of one location: channels lane, lane + 32, ... . kWords > 0: the first kWords of
 // them copied into registers (C <= 32 * kWords); kWords == 0: read from the shared row each time.
