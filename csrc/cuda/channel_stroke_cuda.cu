@@ -205,8 +205,12 @@ class ImagePainter {
   }
 
   __device__ void run(int64_t n) {
-    // Every thread reads this before the barrier below, and thread 0 writes it only at the end.
+    // Every thread reads these before the barrier below, and thread 0 writes them only at the end:
+    // a launch may stop before its first stroke, with no other barrier between.
     if (a_.stop_reasons[n] != kStopBufferFull) return;  // stopped in an earlier launch
+    int64_t* state = a_.loop_state + n * kStateFields;
+    int64_t stroke = state[kStateStrokes], covered = state[kStateCovered];
+    int64_t cursor_c = state[kStateCursorC], cursor_h = state[kStateCursorH], cursor_w = state[kStateCursorW];
     __shared__ Key scratch[32];
     __shared__ int dirty_count, saturated_count, pixels_on, newly_covered;
     if (threadIdx.x == 0) dirty_count = saturated_count = pixels_on = newly_covered = 0;
@@ -214,9 +218,6 @@ class ImagePainter {
 
     const float threshold = response_threshold(a_.min_response, a_.y_max[n]);
     const int64_t allowed_count = a_.allowed_count[n];
-    int64_t* state = a_.loop_state + n * kStateFields;
-    int64_t stroke = state[kStateStrokes], covered = state[kStateCovered];
-    int64_t cursor_c = state[kStateCursorC], cursor_h = state[kStateCursorH], cursor_w = state[kStateCursorW];
     const int64_t first = stroke;  // the first stroke of this launch, record 0
     int32_t reason = kStopExhausted;
     for (;; ++stroke) {
