@@ -1,6 +1,11 @@
 """The SIMT emulator that runs the CUDA kernels on the CPU (tests/simt_emulator): its warp
-operations return what CUDA's do, a race shows as results that change with the schedule seed, and
-misused barriers are errors instead of silent answers."""
+operations return what CUDA's do, a race shows as results that change with the schedule seed or,
+built with ThreadSanitizer, as a report, and misused barriers are errors instead of silent answers."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +13,27 @@ import torch
 from conftest import emulated_kernels, needs_emulator
 
 pytestmark = needs_emulator
+
+RACE_CHECK = Path(__file__).resolve().parent / "simt_emulator" / "race_check.py"
+RACE_REPORT = "WARNING: ThreadSanitizer: data race"
+
+
+def thread_sanitizer_runtime():
+    """The path of g++'s ThreadSanitizer runtime, or None where it has none."""
+    try:
+        path = subprocess.run(["g++", "-print-file-name=libtsan.so"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return None
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+needs_thread_sanitizer = pytest.mark.skipif(thread_sanitizer_runtime() is None,
+                                            reason="needs g++'s ThreadSanitizer runtime (libtsan)")
+
+
+def run_race_check(mode):
+    env = dict(os.environ, LD_PRELOAD=thread_sanitizer_runtime(), TSAN_OPTIONS="exitcode=66")
+    return subprocess.run([sys.executable, str(RACE_CHECK), mode], env=env, capture_output=True, text=True)
 
 
 def test_warp_operations_follow_cuda():
@@ -46,3 +72,19 @@ def test_a_race_changes_the_result_with_the_schedule_seed():
 def test_misused_barriers_are_errors(kernel, message):
     with pytest.raises(RuntimeError, match=message):
         getattr(emulated_kernels(), kernel)()
+
+
+@needs_thread_sanitizer
+def test_race_check_reports_a_planted_race():
+    result = run_race_check("planted")
+    assert result.returncode == 66, result.stderr[-4000:]
+    assert result.stderr.count(RACE_REPORT) == 1
+    assert "self_test_kernels.cu" in result.stderr
+
+
+@needs_thread_sanitizer
+def test_kernels_order_every_shared_access_by_a_barrier():
+    result = run_race_check("kernels")
+    assert result.returncode == 0, result.stdout + result.stderr[-8000:]
+    assert RACE_REPORT not in result.stderr
+    assert "race check: 0 results differ from the CPU op" in result.stdout

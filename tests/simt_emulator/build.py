@@ -50,21 +50,28 @@ def emulated_source() -> str:
     return "\n".join(parts) + "\n"
 
 
-def load_emulated_kernels():
-    """Compiles (once per source version) and loads the emulated kernels; returns ``torch.ops.cpia_emulated``."""
+def load_emulated_kernels(race_check: bool = False):
+    """Compiles (once per source version) and loads the emulated kernels; returns ``torch.ops.cpia_emulated``.
+
+    ``race_check`` builds them under ThreadSanitizer (simt.h, race_check.py): the process must have
+    ThreadSanitizer's runtime loaded first (``LD_PRELOAD``)."""
     source = emulated_source()
-    digest = hashlib.sha256(source.encode() + (EMULATOR / "simt.h").read_bytes()).hexdigest()[:12]
+    flavour = "race_check" if race_check else "plain"
+    digest = hashlib.sha256(source.encode() + (EMULATOR / "simt.h").read_bytes() + flavour.encode()).hexdigest()[:12]
     build_dir = REPOSITORY / "build" / "simt_emulator" / digest
     build_dir.mkdir(parents=True, exist_ok=True)
     source_path = build_dir / "emulated_kernels.cpp"
     if not source_path.exists() or source_path.read_text() != source:
         source_path.write_text(source)
+    # Few stroke records per launch, so that the emulated runs go on over many launches.
+    cflags = ["-DCPIA_CUDA_STROKE_RECORDS_PER_LAUNCH=7"]
+    cflags += ["-O1", "-g", "-fsanitize=thread"] if race_check else ["-O2"]
     torch.utils.cpp_extension.load(
         name=f"cpia_emulated_{digest}",
         sources=[str(source_path)],
         extra_include_paths=[str(EMULATOR / "include"), str(EMULATOR), str(REPOSITORY / "csrc" / "cuda")],
-        # Few stroke records per launch, so that the emulated runs go on over many launches.
-        extra_cflags=["-O2", "-DCPIA_CUDA_STROKE_RECORDS_PER_LAUNCH=7"],
+        extra_cflags=cflags,
+        extra_ldflags=["-fsanitize=thread"] if race_check else [],
         build_directory=str(build_dir),
         is_python_module=False,
         verbose=False,

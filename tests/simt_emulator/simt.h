@@ -10,8 +10,16 @@
 // block or lanes of a warp waiting at different barriers, warp operations with a partial mask.
 // Not emulated: interleavings inside a barrier interval (a thread's code between two barriers runs
 // without interruption, so a race that every serial order of the intervals happens to resolve
-// right goes unseen), the memory model (every store is seen at once), shared-memory bank timing,
-// and device intrinsics the kernels choose under __CUDA_ARCH__ (the host paths of paint_rules.h run).
+// right leaves the results alone), the memory model (every store is seen at once), shared-memory
+// bank timing, and device intrinsics the kernels choose under __CUDA_ARCH__ (the host paths of
+// paint_rules.h run).
+//
+// Races inside a barrier interval are what the race check finds: built with -fsanitize=thread
+// (tests/simt_emulator/race_check.py), every CUDA thread is a ThreadSanitizer fiber and each barrier
+// orders only the threads it waits for (__syncthreads the block, __syncwarp the warp; shuffles and
+// votes order no memory), so two accesses to one address, one a write, that no barrier orders are
+// reported whatever the schedule. Blocks of a launch are ordered one after the other there, so
+// races between blocks go unseen.
 //
 // tests/simt_emulator/build.py compiles the kernels' .cu files against this header.
 #pragma once
@@ -75,7 +83,38 @@ simt_switch_stack:
   .size simt_switch_stack, .-simt_switch_stack
 )");
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+// Exported by ThreadSanitizer's runtime, not declared by its header.
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+#endif
+
 namespace simt {
+
+// The race check's hooks into ThreadSanitizer; without -fsanitize=thread they compile to nothing.
+namespace race {
+#if defined(__SANITIZE_THREAD__)
+inline void* current_fiber() { return __tsan_get_current_fiber(); }
+inline void* create_fiber() { return __tsan_create_fiber(0); }
+inline void destroy_fiber(void* fiber) { __tsan_destroy_fiber(fiber); }
+// Switching fibers orders nothing: only the barriers below do.
+inline void switch_to(void* fiber) { __tsan_switch_to_fiber(fiber, __tsan_switch_to_fiber_no_sync); }
+inline void release(void* sync) { __tsan_release(sync); }
+inline void acquire(void* sync) { __tsan_acquire(sync); }
+inline void ignore_accesses_begin() { __tsan_ignore_thread_begin(); }
+inline void ignore_accesses_end() { __tsan_ignore_thread_end(); }
+#else
+inline void* current_fiber() { return nullptr; }
+inline void* create_fiber() { return nullptr; }
+inline void destroy_fiber(void*) {}
+inline void switch_to(void*) {}
+inline void release(void*) {}
+inline void acquire(void*) {}
+inline void ignore_accesses_begin() {}
+inline void ignore_accesses_end() {}
+#endif
+}  // namespace race
 
 constexpr unsigned kWarpSize = 32;
 constexpr unsigned kFullMask = 0xFFFFFFFFu;
@@ -111,13 +150,18 @@ class Block {
     body_ = &body;
     threads_.resize(threads);
     warp_slots_.assign(threads / kWarpSize * 2 * kWarpSize, 0);
+    warp_barrier_syncs_.assign(threads / kWarpSize * 2, 0);
     for (unsigned i = 0; i < threads; ++i) {
       Thread& t = threads_[i];
       t.state = State::kRunnable;
       t.site = 0;
-      t.exchange_parity = 0;
+      t.exchange_parity = t.warp_barrier_parity = t.block_barrier_parity = 0;
       t.stack.resize(kStackBytes);
       t.stack_pointer = initial_stack_pointer(t.stack);
+      // A fresh fiber per block: its threads share nothing with the last block's but what the
+      // launch's own ordering gives (below).
+      if (t.race_fiber != nullptr) race::destroy_fiber(t.race_fiber);
+      t.race_fiber = race::create_fiber();
     }
     random_.seed(seed);
     warp_first_ = seed % 2 == 0;
@@ -129,6 +173,11 @@ class Block {
     at_syncthreads_ = exited_ = 0;
     Block* const outer = running_;
     running_ = this;
+    scheduler_fiber_ = race::current_fiber();
+    // What the caller did before the block (inputs, poisoned shared memory) happens before each of
+    // its threads; the scheduler's own bookkeeping is no access of the kernel's.
+    race::release(&block_start_sync_);
+    race::ignore_accesses_begin();
     try {
       while (exited_ < threads) {
         if (runnable_count_ == 0) diagnose_deadlock();
@@ -138,18 +187,37 @@ class Block {
         arrived(i);
       }
     } catch (...) {
+      // The block's unfinished threads never reach the end that orders them before the caller, so
+      // the race check stops looking at the caller's accesses instead of reporting them all.
       running_ = outer;
       throw;
     }
+    race::ignore_accesses_end();
+    race::acquire(&block_end_sync_);  // and every thread of the block happens before what follows
     running_ = outer;
   }
 
-  // Suspends the calling thread at a barrier of `line` until the scheduler releases it.
-  void wait(State state, int line) {
+  // Suspends the calling thread at a barrier of `line` until the scheduler releases it. Warp
+  // shuffles and votes wait too, but order no memory accesses (CUDA promises that of __syncwarp
+  // and __syncthreads only), which the race check models with `orders_memory`.
+  void wait(State state, int line, bool orders_memory = true) {
     Thread& t = threads_[current_];
+    // A barrier orders what its threads did before it before what they do after it. Two sync
+    // objects per barrier, used in turn: a thread that passed this barrier and reached the next one
+    // before a slower thread resumed must not be ordered before that thread's next interval.
+    const bool block_barrier = state == State::kAtSyncthreads;
+    unsigned& parity = block_barrier ? t.block_barrier_parity : t.warp_barrier_parity;
+    char* sync = block_barrier ? &block_barrier_syncs_[parity]
+                               : &warp_barrier_syncs_[(current_ / kWarpSize) * 2 + parity];
+    if (orders_memory) race::release(sync);
     t.state = state;
     t.site = line;
+    race::switch_to(scheduler_fiber_);
     simt_switch_stack(&t.stack_pointer, scheduler_);
+    if (orders_memory) {
+      race::acquire(sync);
+      parity ^= 1u;
+    }
   }
 
   // One round of a warp exchange: every lane publishes `bits`, waits for its warp, and reads lane
@@ -160,17 +228,29 @@ class Block {
     unsigned& parity = threads_[thread].exchange_parity;
     // Two slot sets used in turn: a lane can only write the set again after every lane of its warp
     // passed the barrier in between, so after each had read it.
+    // The slots stand for the warp's shuffle network, not for memory the race check would see.
     uint64_t* slots = &warp_slots_[(warp * 2 + parity) * kWarpSize];
+    race::ignore_accesses_begin();
     slots[lane] = bits;
-    wait(State::kAtWarpBarrier, line);
+    race::ignore_accesses_end();
+    wait(State::kAtWarpBarrier, line, /*orders_memory=*/false);
     parity ^= 1u;
-    return source >= 0 && source < static_cast<int>(kWarpSize) ? slots[source] : bits;
+    race::ignore_accesses_begin();
+    const uint64_t received = source >= 0 && source < static_cast<int>(kWarpSize) ? slots[source] : bits;
+    race::ignore_accesses_end();
+    return received;
   }
 
-  // Every lane's published value of the last exchange (valid until the warp's next exchange).
-  const uint64_t* last_exchange() const {
+  // Every lane's published value of the last exchange, as a bit per lane (value != 0).
+  unsigned last_exchange_ballot() const {
     const unsigned thread = current_;
-    return &warp_slots_[((thread / kWarpSize) * 2 + (threads_[thread].exchange_parity ^ 1u)) * kWarpSize];
+    const uint64_t* published =
+        &warp_slots_[((thread / kWarpSize) * 2 + (threads_[thread].exchange_parity ^ 1u)) * kWarpSize];
+    unsigned bits = 0;
+    race::ignore_accesses_begin();
+    for (unsigned lane = 0; lane < kWarpSize; ++lane) bits |= (published[lane] != 0 ? 1u : 0u) << lane;
+    race::ignore_accesses_end();
+    return bits;
   }
 
  private:
@@ -182,6 +262,8 @@ class Block {
     State state = State::kRunnable;
     int site = 0;
     unsigned exchange_parity = 0;
+    unsigned warp_barrier_parity = 0, block_barrier_parity = 0;  // which of a barrier's two sync objects
+    void* race_fiber = nullptr;
   };
 
   // A new fiber's stack as simt_switch_stack leaves it: control words, six registers, and the
@@ -198,6 +280,7 @@ class Block {
 
   // An exception (a misused warp operation) ends the thread; the scheduler rethrows it.
   [[noreturn]] static void thread_entry() {
+    race::acquire(&block_start_sync_);
     Block& block = *running_;
     try {
       (*block.body_)();
@@ -206,6 +289,9 @@ class Block {
     }
     Thread& t = block.threads_[block.current_];
     t.state = State::kExited;
+    void* const scheduler_fiber = block.scheduler_fiber_;  // read before the release: the next block writes it
+    race::release(&block_end_sync_);
+    race::switch_to(scheduler_fiber);
     simt_switch_stack(&t.stack_pointer, block.scheduler_);
     __builtin_unreachable();
   }
@@ -213,6 +299,7 @@ class Block {
   void resume(unsigned i) {
     current_ = i;
     threadIdx = dim3(i);
+    race::switch_to(threads_[i].race_fiber);
     simt_switch_stack(&scheduler_, threads_[i].stack_pointer);
   }
 
@@ -307,6 +394,11 @@ class Block {
   std::vector<uint64_t> warp_slots_;  // per warp: two sets of 32 slots
   unsigned current_ = 0;
   void* scheduler_ = nullptr;  // the scheduler's stack pointer while a fiber runs
+  // The race check's sync objects (only their addresses matter) and the scheduler's fiber.
+  static inline char block_start_sync_ = 0, block_end_sync_ = 0;
+  char block_barrier_syncs_[2] = {};
+  std::vector<char> warp_barrier_syncs_;  // per warp: two
+  void* scheduler_fiber_ = nullptr;
 };
 
 inline uint64_t& schedule_seed() {
@@ -399,10 +491,7 @@ inline unsigned ballot(unsigned mask, bool predicate, int line) {
   require_full_mask(mask);
   Block& block = Block::current();
   block.exchange(predicate ? 1u : 0u, -1, line);
-  const uint64_t* published = block.last_exchange();
-  unsigned bits = 0;
-  for (unsigned lane = 0; lane < kWarpSize; ++lane) bits |= (published[lane] != 0 ? 1u : 0u) << lane;
-  return bits;
+  return block.last_exchange_ballot();
 }
 }  // namespace simt
 
@@ -413,18 +502,15 @@ T __ldg(const T* address) {
 inline int __popc(unsigned bits) { return __builtin_popcount(bits); }
 inline int __clz(int bits) { return bits == 0 ? 32 : __builtin_clz(static_cast<unsigned>(bits)); }
 
-// Fibers switch only at barriers, so a read-modify-write is atomic.
+// Fibers switch only at barriers, so any read-modify-write would be atomic here; the atomic
+// builtins (relaxed, as CUDA's atomics are) tell the race check that these accesses may overlap.
 template <typename T>
 T atomicAdd(T* address, T value) {
-  const T old = *address;
-  *address = old + value;
-  return old;
+  return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
 }
 template <typename T>
 T atomicExch(T* address, T value) {
-  const T old = *address;
-  *address = value;
-  return old;
+  return __atomic_exchange_n(address, value, __ATOMIC_RELAXED);
 }
 
 template <typename T>
