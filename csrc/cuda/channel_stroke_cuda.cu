@@ -142,13 +142,13 @@ class ImagePainter {
   }
 
   // Block-uniform argmax of the score over the candidates (kNoCandidate if none).
-  __device__ Key best_candidate(int64_t cursor_c, int64_t cursor_h, int64_t cursor_w, Key* scratch) const {
+  __device__ Key best_candidate(int64_t cursor_c, int64_t cursor_h, int64_t cursor_w, BlockMax& block_max) const {
     Key local = kNoCandidate;
     for (int64_t c = threadIdx.x; c < g_.C; c += blockDim.x) {
       const Key root = trees_[c * 2 * g_.tree_width + 1];
       if (c != cursor_c && root > local) local = root;
     }
-    if (cursor_c < 0) return block_max(local, scratch);
+    if (cursor_c < 0) return block_max(local);
 
     // The bar a tile of c* must beat: the best of the other channels or the best floor of c*.
     Key floor_local = local;
@@ -159,7 +159,7 @@ class ImagePainter {
                                      tile_rect(t, g_.tiles_w, g_.H, g_.W), cursor_h, cursor_w);
       floor_local = key > floor_local ? key : floor_local;
     }
-    const Key threshold = block_max(floor_local, scratch);
+    const Key threshold = block_max(floor_local);
 
     Key scanned = kNoCandidate;
     const int warp = threadIdx.x >> 5;
@@ -173,7 +173,7 @@ class ImagePainter {
       scanned = key > scanned ? key : scanned;
     }
     // A floor key is never a real key, so the answer is the best other channel or a scanned element.
-    return block_max(local > scanned ? local : scanned, scratch);
+    return block_max(local > scanned ? local : scanned);
   }
 
   // Records tile t of channel c for a rescan if the candidate leaving it was its best.
@@ -211,7 +211,7 @@ class ImagePainter {
     int64_t* state = a_.loop_state + n * kStateFields;
     int64_t stroke = state[kStateStrokes], covered = state[kStateCovered];
     int64_t cursor_c = state[kStateCursorC], cursor_h = state[kStateCursorH], cursor_w = state[kStateCursorW];
-    __shared__ Key scratch[32];
+    BlockMax block_max;
     __shared__ int dirty_count, saturated_count, pixels_on, newly_covered;
     if (threadIdx.x == 0) dirty_count = saturated_count = pixels_on = newly_covered = 0;
     __syncthreads();
@@ -229,7 +229,7 @@ class ImagePainter {
         reason = kStopMaxCoverage;
         break;
       }
-      const Key best = best_candidate(cursor_c, cursor_h, cursor_w, scratch);
+      const Key best = best_candidate(cursor_c, cursor_h, cursor_w, block_max);
       if (best == kNoCandidate) {
         reason = kStopExhausted;
         break;
@@ -260,7 +260,7 @@ class ImagePainter {
           const Key key = make_key(y_[q * g_.HW + centre], static_cast<uint32_t>(q));
           if (key < previous && key > local) local = key;
         }
-        const Key chosen = block_max(local, scratch);
+        const Key chosen = block_max(local);
         if (chosen == kNoCandidate) break;
         previous = chosen;
         if (threadIdx.x == 0) stroke_channels_[channels] = key_flat_index(chosen);
@@ -316,7 +316,6 @@ class ImagePainter {
         refresh_tile(id / g_.tiles, id % g_.tiles);
         if ((threadIdx.x & 31) == 0) tile_dirty_[id] = 0u;
       }
-      __syncthreads();
 
       covered += newly_covered;
       if (threadIdx.x == 0) {
@@ -327,6 +326,8 @@ class ImagePainter {
         record[kStrokePixelsOn] = pixels_on;
         record[kStrokeChannels] = channels;
       }
+      // The rebuilt tree paths before the next argmax reads them, every thread's reads of the
+      // counters before they are cleared.
       __syncthreads();
       if (threadIdx.x == 0) dirty_count = saturated_count = pixels_on = newly_covered = 0;
       cursor_c = c;
