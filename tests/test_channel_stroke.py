@@ -302,9 +302,9 @@ def test_emulated_cuda_stroke_block_barriers_per_stroke():
     """On a GPU every block barrier makes the block wait for its slowest thread, so the number per
     stroke bounds the loop's latency; counted under the emulator, where it is exact. With p = 2 and
     no location reaching tau, one barrier each: two block reductions for the argmax, one to pick the
-    penetrating channel, publishing P, the brush and the stroke's end: 6 (18 here before the brush
-    took its channels without barriers between them and the tree repair one warp a path, 13 before
-    a block reduction took one barrier instead of three)."""
+    penetrating channel, the brush and the stroke's end: 5 (18 here before the brush took its
+    channels without barriers between them and the tree repair one warp a path, 13 before a block
+    reduction took one barrier instead of three, 6 before P's first two channels stayed in registers)."""
     noise = torch.rand(1, 24, 32, 32, generator=torch.Generator().manual_seed(5))
     Y = torch.nn.functional.avg_pool2d(noise, 3, 1, 1)[0]
     kwargs = dict(brush=1, m=0.8, p=2, channel_cost=0.5, sigma=4.0, min_response=0.0)
@@ -314,7 +314,7 @@ def test_emulated_cuda_stroke_block_barriers_per_stroke():
         result = emulated_channel_stroke(Y, 24, max_strokes=strokes, **kwargs)
         barriers.append(emulated_kernels().block_barriers() - before)
         assert result.num_strokes == strokes and (result.strokes[:, 4] == 2).all()
-    assert (barriers[1] - barriers[0]) / 5 <= 6
+    assert (barriers[1] - barriers[0]) / 5 <= 5
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ struct StrokeArgs {
   Key* trees;                    // (N, C, 2 * tree_width); node 1 is the root, leaves from tree_width
   uint32_t* tile_dirty;          // (N, C * tiles)
   uint32_t* dirty_tiles;         // (N, C * tiles): c * tiles + t (< C*H*W < 2^32)
-  uint32_t* stroke_channels;     // (N, C): the channel set P of the current stroke
+  uint32_t* stroke_channels;     // (N, C): the channel set P of the current stroke, past its second
   uint32_t* saturated;           // (N, brush cells): locations h * W + w that reached tau in this stroke
   int32_t* strokes;              // (N, capacity, 5): this launch's records
   int64_t* loop_state;           // (N, kStateFields)
@@ -248,9 +248,10 @@ class ImagePainter {
       }
 
       // The channel set P: c, then the best channels that are off at the centre, while room is left.
+      // Every thread knows P's first two channels; the rest go through shared memory.
       const int32_t extra = min(a_.p - 1, a_.tau - channels_on_[centre] - 1);
       int32_t channels = 1;
-      if (threadIdx.x == 0) stroke_channels_[0] = static_cast<uint32_t>(c);
+      int64_t second_channel = -1;
       Key previous = ~Key{0};
       for (int32_t k = 0; k < extra; ++k) {
         Key local = kNoCandidate;
@@ -263,10 +264,16 @@ class ImagePainter {
         const Key chosen = block_max(local);
         if (chosen == kNoCandidate) break;
         previous = chosen;
-        if (threadIdx.x == 0) stroke_channels_[channels] = key_flat_index(chosen);
+        if (channels == 1) {
+          second_channel = key_flat_index(chosen);
+        } else if (threadIdx.x == 0) {
+          stroke_channels_[channels] = key_flat_index(chosen);
+        }
         ++channels;
       }
-      __syncthreads();
+      // The brush writes the centre's count and state that the lines above read, which a reduction's
+      // barrier already put behind it unless there was none, and reads the channels past the second.
+      if (extra == 0 || channels > 2) __syncthreads();  // block-uniform
 
       // The stroke, one thread per brush cell: a cell is one location, so its channels of P can be
       // decided there in P's order by that thread (the count under tau is all they share), and the
@@ -280,7 +287,7 @@ class ImagePainter {
         const int32_t before = channels_on_[at];
         int32_t count = before;
         for (int32_t i = 0; i < channels; ++i) {
-          const int64_t q = stroke_channels_[i];
+          const int64_t q = i == 0 ? c : i == 1 ? second_channel : stroke_channels_[i];
           if (!is_candidate(allowed, on_[q * g_.HW + at] != 0, count, a_.tau)) continue;
           if (!is_centre && !passes_sensitivity(y_[q * g_.HW + at], y_[q * g_.HW + centre], a_.m)) continue;
           candidate_removed(q, at, &dirty_count);
