@@ -32,7 +32,7 @@ def emulated_kernels():
 def emulated_channel_stroke(Y, tau, schedule_seed=0, kernels=None, **kwargs):
     """cpia_cuda.channel_stroke on the emulated CUDA kernel; the emulator orders threads by schedule_seed.
     ``kernels``: another build of the emulated ops (default emulated_kernels())."""
-    kernels = kernels or emulated_kernels()
+    kernels = emulated_kernels() if kernels is None else kernels
     call = inspect.signature(channel_stroke).bind(Y, tau, **kwargs)
     call.apply_defaults()  # channel_stroke's defaults
     del call.arguments["backend"]
@@ -43,7 +43,7 @@ def emulated_channel_stroke(Y, tau, schedule_seed=0, kernels=None, **kwargs):
 
 def emulated_channel_flush(Y, tau, allowed=None, schedule_seed=0, kernels=None):
     """cpia_cuda.channel_flush on the emulated CUDA kernel (``kernels`` as for emulated_channel_stroke)."""
-    kernels = kernels or emulated_kernels()
+    kernels = emulated_kernels() if kernels is None else kernels
     kernels.set_schedule_seed(schedule_seed)
     kept = kernels.channel_flush(*_flush_op_args(Y, tau, allowed))
     return kept if Y.dim() == 4 else kept.squeeze(0)

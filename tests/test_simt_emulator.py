@@ -27,12 +27,13 @@ def thread_sanitizer_runtime():
     return path if os.path.isabs(path) and os.path.exists(path) else None
 
 
-needs_thread_sanitizer = pytest.mark.skipif(thread_sanitizer_runtime() is None,
+THREAD_SANITIZER_RUNTIME = thread_sanitizer_runtime()
+needs_thread_sanitizer = pytest.mark.skipif(THREAD_SANITIZER_RUNTIME is None,
                                             reason="needs g++'s ThreadSanitizer runtime (libtsan)")
 
 
 def run_race_check(mode):
-    env = dict(os.environ, LD_PRELOAD=thread_sanitizer_runtime(), TSAN_OPTIONS="exitcode=66")
+    env = dict(os.environ, LD_PRELOAD=THREAD_SANITIZER_RUNTIME, TSAN_OPTIONS="exitcode=66")
     return subprocess.run([sys.executable, str(RACE_CHECK), mode], env=env, capture_output=True, text=True)
 
 
