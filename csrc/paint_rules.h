@@ -101,11 +101,12 @@ struct TileRect {
   int64_t h0, w0, h1, w1;  // inclusive bounds
 };
 
-CPIA_HOST_DEVICE TileRect tile_rect(int64_t tile, int64_t tiles_w, int64_t height, int64_t width) {
-  const int64_t h0 = (tile / tiles_w) * kTileH, w0 = (tile % tiles_w) * kTileW;
-  const int64_t h1 = h0 + kTileH < height ? h0 + kTileH : height;
-  const int64_t w1 = w0 + kTileW < width ? w0 + kTileW : width;
-  return {h0, w0, h1 - 1, w1 - 1};
+// 32-bit (the CUDA kernel's index width: H, W < 2^31 and tiles < 2^30).
+CPIA_HOST_DEVICE TileRect tile_rect(uint32_t tile, uint32_t tiles_w, uint32_t height, uint32_t width) {
+  const uint32_t h0 = (tile / tiles_w) * kTileH, w0 = (tile % tiles_w) * kTileW;
+  const uint32_t h1 = h0 + kTileH < height ? h0 + kTileH : height;
+  const uint32_t w1 = w0 + kTileW < width ? w0 + kTileW : width;
+  return {h0, w0, int64_t{h1} - 1, int64_t{w1} - 1};
 }
 
 CPIA_HOST_DEVICE int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }

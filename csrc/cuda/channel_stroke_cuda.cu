@@ -53,11 +53,14 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kTileElements = kTileH * kTileW;
 static_assert(kTileElements == 64, "a tile is scanned by one warp, two elements a lane");
 
+// One image's sizes. C*H*W < 2^32 (op_checks.h), so an index inside an image (element c*HW + at,
+// location at = h*W + w, tile id c*tiles + t) fits in 32 bits: half the registers of a 64-bit one,
+// and a 32-bit division is a few instructions where a 64-bit one is a call.
 struct Geometry {
-  int64_t C, H, W, HW;
-  int64_t tiles_w, tiles;  // tiles per channel
-  int64_t tree_width;      // leaves per channel tree (power of two >= tiles)
-  int tree_height;         // log2(tree_width) < 32
+  uint32_t C, H, W, HW;
+  uint32_t tiles_w, tiles;  // tiles per channel (< 2^30)
+  uint32_t tree_width;      // leaves per channel tree (power of two >= tiles)
+  int tree_height;          // log2(tree_width) < 31
 };
 
 struct StrokeArgs {
@@ -91,7 +94,7 @@ struct StrokeArgs {
   double max_coverage;  // < 0: none
 };
 
-__device__ __forceinline__ int64_t tile_of(const Geometry& g, int64_t at) {
+__device__ __forceinline__ uint32_t tile_of(const Geometry& g, uint32_t at) {
   return ((at / g.W) / kTileH) * g.tiles_w + (at % g.W) / kTileW;
 }
 
@@ -112,47 +115,51 @@ class ImagePainter {
         saturated_(a.saturated + n * a.brush_cells),
         strokes_(a.strokes + n * a.capacity * kStrokeColumns) {}
 
-  __device__ bool is_candidate_at(int64_t c, int64_t at) const {
+  __device__ bool is_candidate_at(uint32_t c, uint32_t at) const {
     return is_candidate(allowed_[at], on_[c * g_.HW + at] != 0, channels_on_[at], a_.tau);
   }
 
-  __device__ Key leaf(int64_t c, int64_t t) const { return trees_[c * 2 * g_.tree_width + g_.tree_width + t]; }
+  // Channel c's tree: node 1 is the root, the leaves start at tree_width (C * 2 * tree_width may
+  // pass 2^32, hence the 64-bit offset).
+  __device__ Key* tree(uint32_t c) const { return trees_ + static_cast<uint64_t>(c) * 2 * g_.tree_width; }
+
+  __device__ Key leaf(uint32_t c, uint32_t t) const { return tree(c)[g_.tree_width + t]; }
 
   __device__ float weight_at(int64_t d2) const {
     return distance_weight(a_.distance_weights, a_.distance_weights_size, d2);
   }
 
   // Max key of tile t on channel c, with the cursor penalty when `cursor_h >= 0`; one warp.
-  __device__ Key warp_scan_tile(int64_t c, int64_t t, int64_t cursor_h, int64_t cursor_w) const {
+  __device__ Key warp_scan_tile(uint32_t c, uint32_t t, int32_t cursor_h, int32_t cursor_w) const {
     const int lane = threadIdx.x & 31;
     const TileRect r = tile_rect(t, g_.tiles_w, g_.H, g_.W);
     Key best = kNoCandidate;
     for (int e = lane; e < kTileElements; e += 32) {
       const int64_t h = r.h0 + e / kTileW, w = r.w0 + e % kTileW;
       if (h > r.h1 || w > r.w1) continue;
-      const int64_t at = h * g_.W + w;
+      const uint32_t at = static_cast<uint32_t>(h) * g_.W + static_cast<uint32_t>(w);
       if (!is_candidate_at(c, at)) continue;
-      const int64_t flat = c * g_.HW + at;
+      const uint32_t flat = c * g_.HW + at;
       float score = y_[flat];
       if (cursor_h >= 0) score = penalised_score(score, weight_at(squared_distance(h, w, cursor_h, cursor_w)));
-      const Key key = make_key(score, static_cast<uint32_t>(flat));
+      const Key key = make_key(score, flat);
       best = key > best ? key : best;
     }
     return warp_max(best);
   }
 
   // Block-uniform argmax of the score over the candidates (kNoCandidate if none).
-  __device__ Key best_candidate(int64_t cursor_c, int64_t cursor_h, int64_t cursor_w, BlockMax& block_max) const {
+  __device__ Key best_candidate(int32_t cursor_c, int32_t cursor_h, int32_t cursor_w, BlockMax& block_max) const {
     Key local = kNoCandidate;
-    for (int64_t c = threadIdx.x; c < g_.C; c += blockDim.x) {
-      const Key root = trees_[c * 2 * g_.tree_width + 1];
-      if (c != cursor_c && root > local) local = root;
+    for (uint32_t c = threadIdx.x; c < g_.C; c += blockDim.x) {
+      const Key root = tree(c)[1];
+      if (static_cast<int32_t>(c) != cursor_c && root > local) local = root;
     }
     if (cursor_c < 0) return block_max(local);
 
     // The bar a tile of c* must beat: the best of the other channels or the best floor of c*.
     Key floor_local = local;
-    for (int64_t t = threadIdx.x; t < g_.tiles; t += blockDim.x) {
+    for (uint32_t t = threadIdx.x; t < g_.tiles; t += blockDim.x) {
       const Key tile_best = leaf(cursor_c, t);
       if (tile_best == kNoCandidate) continue;
       const Key key = tile_floor_key(key_score(tile_best), a_.distance_weights, a_.distance_weights_size,
@@ -163,7 +170,7 @@ class ImagePainter {
 
     Key scanned = kNoCandidate;
     const int warp = threadIdx.x >> 5;
-    for (int64_t t = warp; t < g_.tiles; t += kWarps) {
+    for (uint32_t t = warp; t < g_.tiles; t += kWarps) {
       const Key tile_best = leaf(cursor_c, t);  // warp-uniform
       if (tile_best == kNoCandidate) continue;
       const Key ceiling = tile_ceiling_key(key_score(tile_best), a_.distance_weights, a_.distance_weights_size,
@@ -177,30 +184,30 @@ class ImagePainter {
   }
 
   // Records tile t of channel c for a rescan if the candidate leaving it was its best.
-  __device__ void candidate_removed(int64_t c, int64_t at, int* dirty_count) {
-    const int64_t t = tile_of(g_, at);
-    const int64_t flat = c * g_.HW + at;
-    if (leaf(c, t) != make_key(y_[flat], static_cast<uint32_t>(flat))) return;
-    const int64_t id = c * g_.tiles + t;
-    if (atomicExch(&tile_dirty_[id], 1u) == 0u) dirty_tiles_[atomicAdd(dirty_count, 1)] = static_cast<uint32_t>(id);
+  __device__ void candidate_removed(uint32_t c, uint32_t at, int* dirty_count) {
+    const uint32_t t = tile_of(g_, at);
+    const uint32_t flat = c * g_.HW + at;
+    if (leaf(c, t) != make_key(y_[flat], flat)) return;
+    const uint32_t id = c * g_.tiles + t;
+    if (atomicExch(&tile_dirty_[id], 1u) == 0u) dirty_tiles_[atomicAdd(dirty_count, 1)] = id;
   }
 
   // Rescans tile t of channel q and rebuilds its tree path; one warp. Lane l reads the sibling of
   // the path's node at height l; a max-scan over the lanes then gives every node of the path at
   // once (the node at height l + 1 is the max of the leaf and the siblings at heights 0..l).
-  __device__ void refresh_tile(int64_t q, int64_t t) {
+  __device__ void refresh_tile(uint32_t q, uint32_t t) {
     const Key key = warp_scan_tile(q, t, -1, -1);
-    Key* tree = trees_ + q * 2 * g_.tree_width;
+    Key* const path_tree = tree(q);
     const int lane = threadIdx.x & 31;
-    const int64_t leaf = g_.tree_width + t;
-    Key path_max = lane < g_.tree_height ? tree[(leaf >> lane) ^ 1] : kNoCandidate;
+    const uint32_t leaf = g_.tree_width + t;
+    Key path_max = lane < g_.tree_height ? path_tree[(leaf >> lane) ^ 1] : kNoCandidate;
     for (int offset = 1; offset < 32; offset <<= 1) {
       const Key below = __shfl_up_sync(0xFFFFFFFFu, path_max, offset);
       if (lane >= offset && below > path_max) path_max = below;
     }
     if (key > path_max) path_max = key;
-    if (lane == 0) tree[leaf] = key;
-    if (lane < g_.tree_height) tree[leaf >> (lane + 1)] = path_max;
+    if (lane == 0) path_tree[leaf] = key;
+    if (lane < g_.tree_height) path_tree[leaf >> (lane + 1)] = path_max;
     __syncwarp();  // the warp's next tile may share this path
   }
 
@@ -210,7 +217,8 @@ class ImagePainter {
     if (a_.stop_reasons[n] != kStopBufferFull) return;  // stopped in an earlier launch
     int64_t* state = a_.loop_state + n * kStateFields;
     int64_t stroke = state[kStateStrokes], covered = state[kStateCovered];
-    int64_t cursor_c = state[kStateCursorC], cursor_h = state[kStateCursorH], cursor_w = state[kStateCursorW];
+    int32_t cursor_c = static_cast<int32_t>(state[kStateCursorC]), cursor_h = static_cast<int32_t>(state[kStateCursorH]),
+            cursor_w = static_cast<int32_t>(state[kStateCursorW]);
     BlockMax block_max;
     __shared__ int dirty_count, saturated_count, pixels_on, newly_covered;
     if (threadIdx.x == 0) dirty_count = saturated_count = pixels_on = newly_covered = 0;
@@ -235,8 +243,8 @@ class ImagePainter {
         break;
       }
       const uint32_t flat = key_flat_index(best);
-      const int64_t c = flat / g_.HW, centre = flat % g_.HW;
-      const int64_t h = centre / g_.W, w = centre % g_.W;
+      const uint32_t c = flat / g_.HW, centre = flat % g_.HW;
+      const uint32_t h = centre / g_.W, w = centre % g_.W;
       if (below_min_response(y_[flat], threshold)) {
         reason = kStopMinResponse;
         break;
@@ -251,14 +259,14 @@ class ImagePainter {
       // Every thread knows P's first two channels; the rest go through shared memory.
       const int32_t extra = min(a_.p - 1, a_.tau - channels_on_[centre] - 1);
       int32_t channels = 1;
-      int64_t second_channel = -1;
+      uint32_t second_channel = 0;  // set when channels > 1
       Key previous = ~Key{0};
       for (int32_t k = 0; k < extra; ++k) {
         Key local = kNoCandidate;
-        for (int64_t q = threadIdx.x; q < g_.C; q += blockDim.x) {
+        for (uint32_t q = threadIdx.x; q < g_.C; q += blockDim.x) {
           if (q == c || on_[q * g_.HW + centre]) continue;
           // Keys rank channels by the channel precedence of paint_rules.h.
-          const Key key = make_key(y_[q * g_.HW + centre], static_cast<uint32_t>(q));
+          const Key key = make_key(y_[q * g_.HW + centre], q);
           if (key < previous && key > local) local = key;
         }
         const Key chosen = block_max(local);
@@ -279,15 +287,16 @@ class ImagePainter {
       // decided there in P's order by that thread (the count under tau is all they share), and the
       // cells run in parallel with no block barrier between the channels.
       for (int32_t j = threadIdx.x; j < a_.brush_cells; j += blockDim.x) {
-        const int64_t dh = a_.brush[2 * j], dw = a_.brush[2 * j + 1];
-        const int64_t hh = h + dh, ww = w + dw;
+        const int32_t dh = a_.brush[2 * j], dw = a_.brush[2 * j + 1];
+        // Signed 64-bit: a brush offset may reach past either edge by up to 2^31.
+        const int64_t hh = int64_t{h} + dh, ww = int64_t{w} + dw;
         if (hh < 0 || hh >= g_.H || ww < 0 || ww >= g_.W) continue;
-        const int64_t at = hh * g_.W + ww;
+        const uint32_t at = static_cast<uint32_t>(hh) * g_.W + static_cast<uint32_t>(ww);
         const bool allowed = allowed_[at], is_centre = dh == 0 && dw == 0;
         const int32_t before = channels_on_[at];
         int32_t count = before;
         for (int32_t i = 0; i < channels; ++i) {
-          const int64_t q = i == 0 ? c : i == 1 ? second_channel : stroke_channels_[i];
+          const uint32_t q = i == 0 ? c : i == 1 ? second_channel : stroke_channels_[i];
           if (!is_candidate(allowed, on_[q * g_.HW + at] != 0, count, a_.tau)) continue;
           if (!is_centre && !passes_sensitivity(y_[q * g_.HW + at], y_[q * g_.HW + centre], a_.m)) continue;
           candidate_removed(q, at, &dirty_count);
@@ -300,15 +309,16 @@ class ImagePainter {
         channels_on_[at] = count;
         atomicAdd(&pixels_on, count - before);
         if (before == 0) atomicAdd(&newly_covered, 1);
-        if (count == a_.tau) saturated_[atomicAdd(&saturated_count, 1)] = static_cast<uint32_t>(at);
+        if (count == a_.tau) saturated_[atomicAdd(&saturated_count, 1)] = at;
       }
       __syncthreads();
 
-      // Locations that reached tau: none of their channels is a candidate any more.
-      const int64_t saturated_pairs = static_cast<int64_t>(saturated_count) * g_.C;  // block-uniform
+      // Locations that reached tau: none of their channels is a candidate any more. They are
+      // distinct locations, so the (location, channel) pairs number fewer than C*H*W < 2^32.
+      const uint32_t saturated_pairs = static_cast<uint32_t>(saturated_count) * g_.C;  // block-uniform
       if (saturated_pairs > 0) {
-        for (int64_t k = threadIdx.x; k < saturated_pairs; k += blockDim.x) {
-          const int64_t at = saturated_[k / g_.C], q = k % g_.C;
+        for (uint32_t k = threadIdx.x; k < saturated_pairs; k += blockDim.x) {
+          const uint32_t at = saturated_[k / g_.C], q = k % g_.C;
           if (!on_[q * g_.HW + at]) candidate_removed(q, at, &dirty_count);
         }
         __syncthreads();
@@ -318,7 +328,7 @@ class ImagePainter {
       // two warps touch one tree and no block barrier is needed between the levels of a path.
       const int dirty = dirty_count;
       for (int d = 0; d < dirty; ++d) {
-        const int64_t id = dirty_tiles_[d];
+        const uint32_t id = dirty_tiles_[d];
         if ((id / g_.tiles) % kWarps != threadIdx.x >> 5) continue;  // warp-uniform
         refresh_tile(id / g_.tiles, id % g_.tiles);
         if ((threadIdx.x & 31) == 0) tile_dirty_[id] = 0u;
@@ -337,9 +347,9 @@ class ImagePainter {
       // counters before they are cleared.
       __syncthreads();
       if (threadIdx.x == 0) dirty_count = saturated_count = pixels_on = newly_covered = 0;
-      cursor_c = c;
-      cursor_h = h;
-      cursor_w = w;
+      cursor_c = static_cast<int32_t>(c);
+      cursor_h = static_cast<int32_t>(h);
+      cursor_w = static_cast<int32_t>(w);
     }
     if (threadIdx.x == 0) {
       state[kStateStrokes] = stroke;
@@ -418,8 +428,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   const at::Tensor allowed_c = allowed.contiguous();
   const at::Tensor weights_c = distance_weights.contiguous();
 
-  Geometry g{C, H, W, H * W, ceil_div(W, kTileW), 0, 1, 0};
-  g.tiles = ceil_div(H, kTileH) * g.tiles_w;
+  Geometry g{static_cast<uint32_t>(C), static_cast<uint32_t>(H), static_cast<uint32_t>(W),
+             static_cast<uint32_t>(H * W), static_cast<uint32_t>(ceil_div(W, kTileW)), 0, 1, 0};
+  g.tiles = static_cast<uint32_t>(ceil_div(H, kTileH)) * g.tiles_w;
   for (; g.tree_width < g.tiles; g.tree_width <<= 1) ++g.tree_height;
 
   const std::vector<BrushOffset> offsets = brush_offsets(brush);
