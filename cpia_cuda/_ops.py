@@ -45,14 +45,14 @@ if _C is not None:
 
     @torch.library.register_fake("cpia::channel_flush")
     def _channel_flush_fake(Y, allowed, tau):
-        return torch.empty_like(Y, dtype=torch.bool)
+        return Y.new_empty(Y.shape, dtype=torch.bool)  # the kernels return contiguous outputs
 
     @torch.library.register_fake("cpia::channel_stroke")
     def _channel_stroke_fake(
         Y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes, max_coverage
     ):
         total_strokes = torch.library.get_ctx().new_dynamic_size()
-        order = torch.empty_like(Y, dtype=torch.int32)
+        order = Y.new_empty(Y.shape, dtype=torch.int32)
         strokes = Y.new_empty((total_strokes, len(STROKE_COLUMNS)), dtype=torch.int32)
         stroke_counts = Y.new_empty((Y.shape[0],), dtype=torch.int64)
         stop_reasons = Y.new_empty((Y.shape[0],), dtype=torch.int32)

@@ -8,7 +8,7 @@ ties included, are in docs/algorithm.md.
 
 from __future__ import annotations
 
-import functools
+import collections
 import math
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -21,6 +21,7 @@ from .reference import channel_flush_reference, channel_stroke_reference
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 Brush = Union[int, torch.Tensor]
 
 
@@ -67,12 +68,18 @@ def _check_activation(Y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"Y must be a 3-D (C, H, W) or 4-D (N, C, H, W) tensor, got {Y.dim()}-D")
     if not Y.is_floating_point():
         raise TypeError(f"Y must be a floating-point tensor, got {Y.dtype}")
-    Y = Y.to(torch.float32)
+    if not _all_finite(Y):
+        raise ValueError("Y must be finite, got NaN or Inf values")
+    Y32 = Y.to(torch.float32)
+    if Y32 is not Y and not _all_finite(Y32):
+        raise ValueError(f"Y must fit in float32 (|Y| <= 3.4e38), got {Y.dtype} values beyond it")
+    return Y32
+
+
+def _all_finite(Y: torch.Tensor) -> bool:
     # A sum is finite unless an element is NaN/Inf (or the sum overflows): one cheap pass first,
     # the exact check only when that pass is not conclusive.
-    if Y.numel() and not bool(torch.isfinite(Y.sum())) and not bool(torch.isfinite(Y).all()):
-        raise ValueError("Y must be finite, got NaN or Inf values")
-    return Y
+    return not Y.numel() or bool(torch.isfinite(Y.sum())) or bool(torch.isfinite(Y).all())
 
 
 def _check_int(name: str, value, low: int, high: Optional[int] = None, high_name: str = "") -> int:
@@ -90,10 +97,13 @@ def _check_int(name: str, value, low: int, high: Optional[int] = None, high_name
 def _check_real(name: str, value, low: float, high: float, low_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if math.isinf(high) else ']'}"
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be in {interval}, got an int too large for a float") from None
     below = value <= low if low_open else value < low
     if not math.isfinite(value) or below or value > high:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
         raise ValueError(f"{name} must be in {interval}, got {value:g}")
     return value
 
@@ -129,31 +139,74 @@ def _init_mask_4d(init_mask: Optional[torch.Tensor], Y: torch.Tensor, Y4: torch.
     return init_mask.reshape(Y4.shape).contiguous()
 
 
-def make_brush(brush: Brush) -> torch.Tensor:
-    """The brush as a bool (kh, kw) CPU tensor: an int z >= 0 is the (2z+1) x (2z+1) box."""
+def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """The brush as a bool (kh, kw) CPU tensor: an int z >= 0 is the (2z+1) x (2z+1) box.
+
+    With ``image_size`` (H, W) the offsets that cannot land in such an image from any centre
+    (|dh| >= H or |dw| >= W) are cropped off, which changes no stroke and keeps a huge brush cheap.
+    """
+    reach_h, reach_w = (max(image_size[0] - 1, 0), max(image_size[1] - 1, 0)) if image_size else (None, None)
     if isinstance(brush, torch.Tensor):
         if brush.dtype != torch.bool:
             raise TypeError(f"brush must be an int or a bool tensor, got a {brush.dtype} tensor")
         if brush.dim() != 2 or brush.shape[0] % 2 == 0 or brush.shape[1] % 2 == 0:
             raise ValueError(f"brush must be a 2-D tensor with odd sides, got shape {tuple(brush.shape)}")
-        brush = brush.cpu().contiguous()
-        if not bool(brush[brush.shape[0] // 2, brush.shape[1] // 2]):
+        centre_h, centre_w = brush.shape[0] // 2, brush.shape[1] // 2
+        if not bool(brush[centre_h, centre_w]):
             raise ValueError("brush centre must be True")
-        return brush
+        if image_size:
+            keep_h, keep_w = min(centre_h, reach_h), min(centre_w, reach_w)
+            brush = brush[centre_h - keep_h : centre_h + keep_h + 1, centre_w - keep_w : centre_w + keep_w + 1]
+        return brush.cpu().contiguous()
     z = _check_int("brush", brush, 0)
-    return torch.ones((2 * z + 1, 2 * z + 1), dtype=torch.bool)
+    z_h, z_w = (min(z, reach_h), min(z, reach_w)) if image_size else (z, z)
+    return torch.ones((2 * z_h + 1, 2 * z_w + 1), dtype=torch.bool)
 
 
-@functools.lru_cache(maxsize=64)
-def _distance_weight_values(channel_cost: float, sigma: float, max_d2: int) -> tuple[float, ...]:
+# Distance-weight tables by (channel_cost, sigma, max_d2), least recently used first, at most
+# _TABLE_CACHE_ENTRIES entries (64 MB of float32) in all.
+_table_cache: collections.OrderedDict = collections.OrderedDict()
+_TABLE_CACHE_ENTRIES = 1 << 24
+# 256 MB of float32: beyond it the table says the movement cost is flat over a huge image.
+MAX_DISTANCE_WEIGHTS = 1 << 26
+
+
+def _distance_weight(channel_cost: float, denominator: float, k: np.ndarray) -> np.ndarray:
+    """float32(1 - g*(1 - exp(-k / denominator))) in float64 with the C library's exp (math.exp),
+    so the table does not depend on numpy's SIMD code paths."""
+    weights = np.empty(k.size, dtype=np.float32)
+    for start in range(0, k.size, 1 << 22):  # bounded float64 temporaries
+        exponent = -k[start : start + (1 << 22)] / denominator
+        exp = np.exp(exponent)
+        value = 1.0 - channel_cost * (1.0 - exp)
+        # numpy's exp may differ from the C library's by an ulp or two; where 64 ulps of exp could
+        # change the float32 rounding, math.exp decides (about one entry in ten million).
+        margin = 64 * np.finfo(np.float64).eps * exp + 1e-300
+        unsure = np.flatnonzero((value - margin).astype(np.float32) != (value + margin).astype(np.float32))
+        if unsure.size:
+            exact = np.fromiter(map(math.exp, exponent[unsure].tolist()), dtype=np.float64, count=unsure.size)
+            value[unsure] = 1.0 - channel_cost * (1.0 - exact)
+        weights[start : start + value.size] = value.astype(np.float32)
+    return weights
+
+
+def _distance_weight_count(channel_cost: float, denominator: float, max_d2: int) -> int:
+    """Entries of the table: up to the first k at the floor float32(1 - g), at most max_d2 + 1.
+
+    The weights never increase with k and never go below the floor, so the first k at the floor
+    is found by bisection."""
     floor = np.float32(1.0 - channel_cost)
-    values = []
-    for k in range(max_d2 + 1):
-        value = np.float32(1.0 - channel_cost * (1.0 - math.exp(-k / (2.0 * sigma * sigma))))
-        values.append(float(value))
-        if value == floor:  # every larger distance has this weight too
-            break
-    return tuple(values)
+
+    def at_floor(k: int) -> bool:
+        return bool(_distance_weight(channel_cost, denominator, np.array([k], dtype=np.float64))[0] == floor)
+
+    if not at_floor(max_d2):
+        return max_d2 + 1
+    low, high = 0, max_d2  # the first k at the floor lies in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if at_floor(middle) else (middle + 1, high)
+    return low + 1
 
 
 def distance_weights(channel_cost: float, sigma: float, height: int, width: int) -> torch.Tensor:
@@ -162,10 +215,34 @@ def distance_weights(channel_cost: float, sigma: float, height: int, width: int)
     The factor (1 - G) of the score on the cursor channel, G = J*K with J = g (Eq. 4) and K the
     Gaussian movement cost (Eq. 5). Computed in float64 on the host once, so that every backend
     multiplies by the very same float32 weights. The table stops where it reaches its floor
-    float32(1 - g); larger distances use its last entry.
+    float32(1 - g), or at the largest squared distance in an H x W image; larger distances use its
+    last entry. A table of more than ``MAX_DISTANCE_WEIGHTS`` entries (sigma in the thousands on an
+    image thousands of pixels a side) is refused.
     """
     max_d2 = max(height - 1, 0) ** 2 + max(width - 1, 0) ** 2
-    return torch.tensor(_distance_weight_values(channel_cost, sigma, max_d2), dtype=torch.float32)
+    key = (float(channel_cost), float(sigma), max_d2)
+    values = _table_cache.get(key)
+    if values is not None:
+        _table_cache.move_to_end(key)
+        return torch.from_numpy(values.copy())
+    denominator = 2.0 * sigma * sigma
+    if denominator == 0.0:  # sigma^2 underflows: every distance > 0 has the floor weight
+        values = np.array([1.0, 1.0 - channel_cost][: max_d2 + 1], dtype=np.float32)
+    else:
+        count = _distance_weight_count(channel_cost, denominator, max_d2)
+        if count > MAX_DISTANCE_WEIGHTS:
+            raise ValueError(
+                f"sigma={sigma:g} on a {height}x{width} image needs a distance-weight table of {count} entries, more "
+                f"than {MAX_DISTANCE_WEIGHTS} (the movement cost still changes at the image's far corner); use a "
+                f"smaller sigma")
+        values = _distance_weight(channel_cost, denominator, np.arange(count, dtype=np.float64))
+        at_floor = np.flatnonzero(values == np.float32(1.0 - channel_cost))
+        if at_floor.size:  # the bisection's answer, unless the C library's exp is not monotone
+            values = values[: at_floor[0] + 1]
+    _table_cache[key] = values
+    while sum(table.size for table in _table_cache.values()) > _TABLE_CACHE_ENTRIES:
+        _table_cache.popitem(last=False)
+    return torch.from_numpy(values.copy())
 
 
 def _resolve_backend(backend: str, Y: torch.Tensor) -> str:
@@ -197,8 +274,8 @@ def _flush_op_args(Y: torch.Tensor, tau: int, allowed: Optional[torch.Tensor]) -
     batched = Y.dim() == 4
     Y4 = Y if batched else Y.unsqueeze(0)
     C = Y4.shape[1]
-    if C > 0:
-        tau = _check_int("tau", tau, 1, C, "C")
+    # With no channels no tau is in range; its type and sign are still checked.
+    tau = _check_int("tau", tau, 1, C, "C") if C > 0 else _check_int("tau", tau, 1)
     return Y4.contiguous(), _allowed_4d(allowed, Y4, batched), tau
 
 
@@ -236,18 +313,20 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
     batched = Y.dim() == 4
     Y4 = Y if batched else Y.unsqueeze(0)
     N, C, H, W = Y4.shape
-    if C > 0:
-        tau = _check_int("tau", tau, 1, C, "C")
-        p = _check_int("p", p, 1, tau, "tau")
+    # With no channels no tau is in range; its type and sign are still checked.
+    tau = _check_int("tau", tau, 1, C, "C") if C > 0 else _check_int("tau", tau, 1)
+    p = _check_int("p", p, 1, tau, "tau")
     m = _check_real("m", m, 0.0, 1.0, low_open=True)
     channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)
     sigma = _check_real("sigma", sigma, 0.0, math.inf, low_open=True)
     min_response = _check_real("min_response", min_response, 0.0, 1.0)
     if max_strokes is not None:
         max_strokes = _check_int("max_strokes", max_strokes, 0)
+        if max_strokes > INT64_MAX:
+            raise ValueError(f"max_strokes must be at most 2^63 - 1, got {max_strokes}")
     if max_coverage is not None:
         max_coverage = _check_real("max_coverage", max_coverage, 0.0, 1.0, low_open=True)
-    brush_cells = make_brush(brush)
+    brush_cells = make_brush(brush, (H, W))
     allowed4 = _allowed_4d(allowed, Y4, batched)
     init4 = _init_mask_4d(init_mask, Y, Y4)
     if C * H * W >= 2**32 - 1:

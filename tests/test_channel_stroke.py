@@ -1,10 +1,14 @@
 """Channel stroke: hand-computed cases for each rule, then reference-vs-kernel equivalence."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from cpia_cuda import channel_stroke, distance_weights
+from cpia_cuda.ops import _stroke_op_args
+from cpia_cuda.reference import channel_stroke_reference
 from conftest import (EMULATED, FUSED_BACKENDS, emulated_channel_stroke, emulated_kernels, needs_cuda,
                       needs_emulator, random_stroke_case)
 
@@ -174,6 +178,56 @@ def test_distance_weight_table():
     assert table[-1] == np.float32(0.5) and table[-2] != table[-1]  # cut where it reaches its floor
     assert distance_weights(0.0, 4.0, 64, 64).tolist() == [1.0]
     assert distance_weights(0.5, 100.0, 3, 3).numel() == 9  # image smaller than the Gaussian
+
+
+def literal_distance_weights(g, sigma, height, width):
+    """The table of docs/algorithm.md, entry by entry with the C library's exp."""
+    floor, values = np.float32(1 - g), []
+    for k in range((height - 1) ** 2 + (width - 1) ** 2 + 1):
+        values.append(float(np.float32(1.0 - g * (1.0 - math.exp(-k / (2.0 * sigma * sigma))))))
+        if values[-1] == floor:
+            break
+    return values
+
+
+@pytest.mark.parametrize("g, sigma, height, width", [
+    (0.5, 4.0, 64, 64), (1.0, 0.3, 20, 30), (0.123456, 7.3, 100, 1), (0.9, 60.0, 90, 90), (0.7, 3000.0, 40, 50),
+])
+def test_distance_weight_table_follows_its_definition(g, sigma, height, width):
+    assert distance_weights(g, sigma, height, width).tolist() == literal_distance_weights(g, sigma, height, width)
+
+
+def test_distance_weight_table_limits():
+    # 2 sigma^2 underflows: the formula's limit, weight 1 at the cursor and the floor elsewhere
+    assert distance_weights(0.5, 1e-200, 5, 5).tolist() == [1.0, 0.5]
+    with pytest.raises(ValueError, match=r"sigma=100000 on a 1x65536 image needs a distance-weight table of "
+                                         r"4294836226 entries, more than 67108864 .* use a smaller sigma"):
+        distance_weights(0.5, 1e5, 1, 65536)
+
+
+@pytest.mark.parametrize("fused", FUSED_BACKENDS)
+def test_tiny_sigma_matches_reference(fused):
+    Y = torch.rand(3, 6, 7, generator=torch.Generator().manual_seed(3))
+    expected = run(Y, 2, "reference", sigma=1e-200, max_strokes=30)
+    assert strokes_list(run(Y, 2, fused, sigma=1e-200, max_strokes=30)) == strokes_list(expected)
+
+
+def uncropped_reference_strokes(Y, tau, brush_cells, **kwargs):
+    """The reference op run on a brush tensor as given, past the public API's crop."""
+    args = list(_stroke_op_args(Y, tau, 0, 0.8, 1, 0.5, 4.0, 0.1, None, None, None, None))
+    args[3], args[6] = brush_cells, kwargs["m"]
+    records = channel_stroke_reference(*args)[1]
+    return records.tolist()
+
+
+def test_brush_larger_than_the_image_is_cropped_without_changing_strokes(backend):
+    Y = torch.rand(4, 5, 7, generator=torch.Generator().manual_seed(5)) + 0.5  # with m small, every offset passes
+    box = torch.ones(17, 21, dtype=torch.bool)  # reaches past every edge from every centre
+    assert strokes_list(run(Y, 2, backend, brush=10**9, m=0.01)) == uncropped_reference_strokes(Y, 2, box, m=0.01)
+    pattern = torch.rand(41, 61, generator=torch.Generator().manual_seed(6)) > 0.5
+    pattern[20, 30] = True
+    assert strokes_list(run(Y, 2, backend, brush=pattern, m=0.01)) == uncropped_reference_strokes(Y, 2, pattern,
+                                                                                                  m=0.01)
 
 
 @pytest.mark.parametrize("fused", FUSED_BACKENDS)

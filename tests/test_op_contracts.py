@@ -19,7 +19,10 @@ Y = torch.rand(3, 4, 5)
         ({"m": 0.0}, ValueError, r"m must be in \(0, 1\], got 0"),
         ({"m": 1.5}, ValueError, r"m must be in \(0, 1\], got 1.5"),
         ({"channel_cost": -0.1}, ValueError, r"channel_cost must be in \[0, 1\], got -0.1"),
-        ({"sigma": 0.0}, ValueError, r"sigma must be in \(0, inf\], got 0"),
+        ({"sigma": 0.0}, ValueError, r"sigma must be in \(0, inf\), got 0"),
+        ({"sigma": float("inf")}, ValueError, r"sigma must be in \(0, inf\), got inf"),
+        ({"m": 10**400}, ValueError, r"m must be in \(0, 1\], got an int too large for a float"),
+        ({"max_strokes": 2**63}, ValueError, "max_strokes must be at most 2\\^63 - 1, got 9223372036854775808"),
         ({"sigma": float("nan")}, ValueError, "sigma must be in"),
         ({"min_response": 2.0}, ValueError, r"min_response must be in \[0, 1\], got 2"),
         ({"max_strokes": -1}, ValueError, "max_strokes must be >= 0, got -1"),
@@ -49,6 +52,8 @@ def test_stroke_argument_errors(kwargs, error, message):
         (torch.tensor([[[float("nan")]]]), ValueError, "Y must be finite, got NaN or Inf values"),
         (torch.tensor([[[float("inf")]]]), ValueError, "Y must be finite"),
         ([[[1.0]]], TypeError, "Y must be a torch.Tensor, got list"),
+        (torch.full((2, 2, 2), 1e300, dtype=torch.float64), ValueError,
+         r"Y must fit in float32 \(\|Y\| <= 3.4e38\), got torch.float64 values beyond it"),
     ],
 )
 @pytest.mark.parametrize("op", [channel_stroke, channel_flush])
@@ -62,6 +67,21 @@ def test_flush_errors():
         channel_flush(Y, 5)
     with pytest.raises(ValueError, match=r"allowed must have shape \(2, 4, 5\) or \(2, 4, 5\)|allowed must have shape"):
         channel_flush(Y.unsqueeze(0).expand(2, -1, -1, -1), 1, allowed=torch.ones(3, 4, 5, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_tau_and_p_are_checked_when_there_are_no_channels(backend):
+    """No tau is in [1, C] when C = 0, but a tau that is no int >= 1 (or p > tau) is still an error."""
+    Y0 = torch.rand(0, 4, 5)
+    with pytest.raises(TypeError, match="tau must be an int, got str"):
+        channel_stroke(Y0, "x", backend=backend)
+    with pytest.raises(TypeError, match="p must be an int, got NoneType"):
+        channel_stroke(Y0, 1, p=None, backend=backend)
+    with pytest.raises(ValueError, match=r"p must be in \[1, tau\] = \[1, 1\], got 2"):
+        channel_stroke(Y0, 1, p=2, backend=backend)
+    with pytest.raises(ValueError, match="tau must be >= 1, got -1"):
+        channel_flush(Y0, -1, backend=backend)
+    assert channel_flush(Y0, 3, backend=backend).shape == Y0.shape
 
 
 def test_backend_device_mismatch():
@@ -121,6 +141,17 @@ def test_opcheck_channel_flush(device):
     allowed = (torch.rand(2, 5, 4) > 0.3).to(device)
     for tau in (1, 3, 6):
         torch.library.opcheck(torch.ops.cpia.channel_flush.default, (Y, allowed, tau))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_on_a_non_contiguous_activation(device):
+    """The kernels return contiguous outputs whatever Y's strides; the fakes must say so too."""
+    Y = torch.randn(2, 6, 4, 5).to(device).transpose(2, 3)
+    allowed = torch.ones(2, 5, 4, dtype=torch.bool, device=device)
+    torch.library.opcheck(torch.ops.cpia.channel_flush.default, (Y, allowed, 2))
+    weights = distance_weights(0.5, 2.0, 5, 4).to(device)
+    torch.library.opcheck(torch.ops.cpia.channel_stroke.default,
+                          (Y, allowed, None, make_brush(1), weights, 2, 0.8, 1, 0.1, 9, None))
 
 
 def test_huge_finite_values_are_accepted():
