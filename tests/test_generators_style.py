@@ -159,6 +159,31 @@ def test_multistyle26_errors(multistyle, tmp_path):
         load_multistyle26(garbage)
     with pytest.raises(GeneratorError, match="not the multistyle26 model"):
         load_multistyle26(packaged_model_path("arbitrary_predict.onnx"))
+    context = multistyle.make_context(style=0)
+    with pytest.raises(GeneratorError, match=r"sides of at least 5 pixels, got \(1, 3, 4, 40\)"):
+        multistyle(torch.rand(1, 3, 4, 40), context)
+    nan_image = image.clone()
+    nan_image[0, 0, 0, 0] = float("nan")
+    with pytest.raises(GeneratorError, match=r"\[0, 1\], got values in \[nan, nan\]"):
+        multistyle.encode(nan_image, 1, context)
+    for bad_layer in (True, 1.0):
+        with pytest.raises(GeneratorError, match="layer must be an index \\(int\\) or a name \\(str\\), got"):
+            multistyle.encode(image, bad_layer, context)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_style_generators_take_any_float_dtype(multistyle, dtype):
+    """Images and Y of other float dtypes run as float32 (the weights' dtype), like the ops' Y."""
+    context = multistyle.make_context(style=3)
+    image = torch.rand(1, 3, 12, 10).to(dtype)
+    with torch.no_grad():
+        expected = multistyle(image.float(), context)
+        torch.testing.assert_close(multistyle(image, context), expected, rtol=0, atol=0)
+        y = multistyle.encode(image, 4, context)
+        assert y.dtype == torch.float32
+        y_other = y.to(dtype)
+        expected = multistyle.decode(y_other.float(), 4, context)
+        torch.testing.assert_close(multistyle.decode(y_other, 4, context), expected, rtol=0, atol=0)
 
 
 # -- arbitrary ---------------------------------------------------------------------------------
@@ -430,6 +455,11 @@ def test_msg_file_with_one_copy_of_shared_modules(tmp_path):
     torch.testing.assert_close(generator.state_dict()["model.1.weight"], network.ins.weight.detach())
 
 
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
 def test_msg_errors(tmp_path):
     network, path = _msg_weights_file(tmp_path)
     with pytest.raises(GeneratorError, match="not found"):
@@ -450,6 +480,10 @@ def test_msg_errors(tmp_path):
     torch.save([1, 2, 3], broken)
     with pytest.raises(GeneratorError, match="plain state_dict"):
         load_msgnet(broken)
+    torch.save({"model.0.weight": _RunsCodeWhenUnpickled()}, broken)
+    with pytest.raises(GeneratorError, match=r"never unpickles arbitrary objects, refused it \(.*GLOBAL") as refusal:
+        load_msgnet(broken)
+    assert "False" not in str(refusal.value)  # no advice to load it unrestricted
     generator = load_msgnet(path)
     with pytest.raises(GeneratorError, match="style_image"):
         generator.make_context()
@@ -496,6 +530,42 @@ def test_hooked_errors():
         generator.decode(torch.rand(1, 4, 5, 5), "body", context)
     with pytest.raises(GeneratorError, match="HookContext"):
         generator.encode(torch.rand(1, 3, 8, 8), "stem", {"gain": 1.0})
+
+
+class _ResidualTail(torch.nn.Module):
+    """A torchvision-style block: in-place ops after the split point, and one submodule called twice."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(11)
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.mix = torch.nn.Conv2d(4, 4, 1)
+        self.drop = torch.nn.Dropout(0.5)
+        self.head = torch.nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        identity = self.stem(x)
+        out = self.mix(identity)
+        out += identity  # in place on the output of `mix`, the layer below
+        out = torch.relu_(out)
+        out = self.mix(torch.tanh(out))  # `mix` again: a second call, not the layer
+        return torch.sigmoid(self.head(self.drop(out)))
+
+
+def test_hooked_decode_leaves_y_alone_and_replaces_the_first_call_only():
+    module = _ResidualTail()
+    generator = HookedGenerator(module, ["mix"], channels=[4])
+    assert not module.training  # dropout off: two decodes of one Y agree
+    images = torch.rand(2, 3, 7, 9)
+    with torch.no_grad():
+        context = generator.make_context()
+        y = generator.encode(images, "mix", context)
+        kept = y.clone()
+        first = generator.decode(y, "mix", context)
+        second = generator.decode(y, "mix", context)
+        assert torch.equal(y, kept)
+        assert torch.equal(first, second)
+        torch.testing.assert_close(first, module(images), rtol=0, atol=0)
 
 
 # -- CUDA: the device follows the module and the inputs --------------------------------------------

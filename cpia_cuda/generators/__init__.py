@@ -47,13 +47,13 @@ def _loader(name: str) -> Callable:
 
 def load_generator(name: str = DEFAULT_GENERATOR, weights: str | None = None,
                    device: torch.device | str | None = None) -> Generator:
-    """Build the generator registered as ``name``, in eval mode, on ``device``."""
+    """Build the generator registered as ``name``, in eval mode with frozen weights, on ``device``."""
     load = _loader(name)
     needs_weights = _REGISTRY[name][2]
     if needs_weights and weights is None:
         raise GeneratorError(f"generator {name!r} needs weights: pass a path (--weights on the command line)")
     generator = load(weights, device=device) if weights is not None or needs_weights else load(device=device)
-    return generator.eval()
+    return generator.eval().requires_grad_(False)  # pretrained, inference only
 
 
 def __getattr__(attribute: str):

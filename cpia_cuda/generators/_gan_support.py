@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from .._weights import load_failure_reason
 from .base import GeneratorError
 
 
@@ -66,7 +67,8 @@ def read_state_dict(path: Path) -> Mapping[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for unreadable or unsafe files
-        raise GeneratorError(f"{str(path)!r} is not a readable PyTorch state dict: {error}") from error
+        raise GeneratorError(
+            f"{str(path)!r} is not a readable PyTorch state dict: {load_failure_reason(error)}") from error
     if not isinstance(state, Mapping):
         raise GeneratorError(f"{str(path)!r} must hold a state dict, got {type(state).__name__}")
     return state

@@ -1064,8 +1064,8 @@ class ArbitraryStyleGenerator(Generator):
             if style_image is not None:
                 if isinstance(style_image, torch.Tensor) and style_image.dim() == 3:
                     style_image = style_image.unsqueeze(0)
-                check_images(style_image, "arbitrary.make_context(style_image)")
-                embedding = self.style_embedding(style_image.to(device=device, dtype=torch.float32))
+                style_image = check_images(style_image, "arbitrary.make_context(style_image)")
+                embedding = self.style_embedding(style_image.to(device=device))
             else:
                 embedding = torch.as_tensor(embedding, dtype=torch.float32, device=device)
                 if embedding.dim() == 1:
@@ -1073,6 +1073,8 @@ class ArbitraryStyleGenerator(Generator):
                 if embedding.dim() != 2 or embedding.shape[1] != STYLE_DIM:
                     raise GeneratorError(f"embedding must have shape ({STYLE_DIM},) or (N, {STYLE_DIM}), "
                                          f"got {tuple(embedding.shape)}")
+                if not bool(torch.isfinite(embedding).all()):
+                    raise GeneratorError("embedding must be finite, got NaN or Inf values")
             return StyleEmbedding(embedding, self.transformer.style_parameters(embedding))
 
     def _styles(self, context: StyleEmbedding | None, batch: int, device: torch.device) -> dict:
@@ -1089,20 +1091,20 @@ class ArbitraryStyleGenerator(Generator):
 
     def encode(self, inputs: torch.Tensor, layer: int | str, context: StyleEmbedding | None = None) -> torch.Tensor:
         target = self.resolve_layer(layer)
-        check_images(inputs, self.name)
+        inputs = check_images(inputs, self.name)
         styles = self._styles(context, inputs.shape[0], inputs.device)
         return self.transformer.run(self.transformer.input_quant(inputs), 0, target.index, styles)
 
     def decode(self, activation: torch.Tensor, layer: int | str, context: StyleEmbedding | None = None) -> torch.Tensor:
         target = self.resolve_layer(layer)
-        check_activation(activation, target, self.name)
+        activation = check_activation(activation, target, self.name)
         styles = self._styles(context, activation.shape[0], activation.device)
         stage = self.transformer.stages[target.index][1]
         last = len(self.transformer.stages) - 1
         return self.transformer.run(stage.out_quant(activation), target.index + 1, last, styles)
 
     def forward(self, inputs: torch.Tensor, context: StyleEmbedding | None = None) -> torch.Tensor:
-        check_images(inputs, self.name)
+        inputs = check_images(inputs, self.name)
         styles = self._styles(context, inputs.shape[0], inputs.device)
         return self.transformer.run(self.transformer.input_quant(inputs), 0, len(self.transformer.stages) - 1, styles)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,6 +51,8 @@ class Generator(nn.Module):
 
     def resolve_layer(self, layer: int | str) -> Layer:
         """Return the operable layer named by index (1-based) or name; a clear error otherwise."""
+        if isinstance(layer, bool) or not isinstance(layer, (int, str, np.integer)):
+            raise GeneratorError(f"layer must be an index (int) or a name (str), got {type(layer).__name__}")
         table = list(self.layers())
         for candidate in table:
             if candidate.index == layer or candidate.name == layer:

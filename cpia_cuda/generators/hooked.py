@@ -7,7 +7,10 @@ other way to enter it half-way, so the front part (layers 1..l) is recomputed at
 inputs remembered in the context; its result is thrown away (only side effects and cost remain).
 Modules whose later layers read earlier activations directly (skip connections around the named
 submodule) see those activations from the recomputed front part, not from ``Y``. A submodule called
-more than once in one forward pass is captured at its first call and replaced at every call.
+more than once in one forward pass is captured and replaced at its first call; its later calls run as
+they are, so ``decode(encode(x))`` still equals ``forward(x)``. ``decode`` hands the module a copy of
+``Y``, so in-place operations after the submodule (``out += identity``, ``ReLU(inplace=True)``) leave
+the caller's ``Y`` alone and every decode of it gives the same image.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class HookedGenerator(Generator):
     order; they get indices 1..L. ``channels`` gives each layer's channel count; when omitted, it is
     measured by running ``example_inputs`` (required then) through the module once.
     ``output_transform`` maps the module's output to an image (N, 3, H, W) in [0, 1] (default: as is).
+    The module is put in eval mode, as every generator here is: dropout and batch statistics would
+    make two decodes of one ``Y`` differ.
     """
 
     name = "hooked"
@@ -57,7 +62,7 @@ class HookedGenerator(Generator):
             raise GeneratorError(f"HookedGenerator wraps an nn.Module, got {type(module).__name__}")
         if not layer_names:
             raise GeneratorError("HookedGenerator needs at least one submodule name in layer_names")
-        self.module = module
+        self.module = module.eval()
         self.input_kind = input_kind
         self.output_transform = output_transform
         submodules = dict(module.named_modules())
@@ -159,6 +164,8 @@ class HookedGenerator(Generator):
         replaced = []
 
         def replace(_module, _inputs, output):
+            if replaced:  # a later call of the submodule: not the layer encode captured
+                return None
             original = _as_tensor(output, target.name)
             if original.shape != activation.shape:
                 raise GeneratorError(
@@ -166,7 +173,7 @@ class HookedGenerator(Generator):
                     "for the context's inputs"
                 )
             replaced.append(True)
-            return activation
+            return activation.clone()
 
         handle = self._submodules[target.name].register_forward_hook(replace)
         try:

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._weights import load_failure_reason
 from .base import Generator, GeneratorError, Layer
 from .multistyle26 import check_activation, check_images
 
@@ -167,10 +168,10 @@ class MSGNetGenerator(Generator):
                 "msg.make_context needs style_image=, a (3, H, W) or (N, 3, H, W) RGB tensor in [0, 1]")
         if isinstance(style_image, torch.Tensor) and style_image.dim() == 3:
             style_image = style_image.unsqueeze(0)
-        check_images(style_image, "msg.make_context(style_image)")
+        style_image = check_images(style_image, "msg.make_context(style_image)")
         device = self.ins.weight.device
         with torch.no_grad():
-            features = self.model1(self._to_network(style_image.to(device=device, dtype=torch.float32)))
+            features = self.model1(self._to_network(style_image.to(device=device)))
             return MSGStyle(gram_matrix(features))
 
     def _gram_for(self, context: MSGStyle | None, batch: int, device: torch.device) -> torch.Tensor:
@@ -194,19 +195,19 @@ class MSGNetGenerator(Generator):
 
     def encode(self, inputs: torch.Tensor, layer: int | str, context: MSGStyle | None = None) -> torch.Tensor:
         target = self.resolve_layer(layer)
-        check_images(inputs, self.name)
+        inputs = check_images(inputs, self.name)
         gram = self._gram_for(context, inputs.shape[0], inputs.device)
         return self._run(self._to_network(inputs), 1, target.index, gram)
 
     def decode(self, activation: torch.Tensor, layer: int | str, context: MSGStyle | None = None) -> torch.Tensor:
         target = self.resolve_layer(layer)
-        check_activation(activation, target, self.name)
+        activation = check_activation(activation, target, self.name)
         gram = self._gram_for(context, activation.shape[0], activation.device)
         bgr = self._run(activation, target.index + 1, len(self.model), gram)
         return (bgr.flip(1) / 255.0).clamp(0.0, 1.0)
 
     def forward(self, inputs: torch.Tensor, context: MSGStyle | None = None) -> torch.Tensor:
-        check_images(inputs, self.name)
+        inputs = check_images(inputs, self.name)
         gram = self._gram_for(context, inputs.shape[0], inputs.device)
         bgr = self._run(self._to_network(inputs), 1, len(self.model), gram)
         return (bgr.flip(1) / 255.0).clamp(0.0, 1.0)
@@ -236,14 +237,14 @@ def load_msgnet(path: str | Path, device: str | torch.device | None = None, ngf:
     path = Path(path)
     if not path.is_file():
         raise GeneratorError(
-            f"MSG-Net weights not found at {path}; expected a 21styles.model-format state_dict "
-            "(PyTorch-Multi-Style-Transfer release)"
+            f"MSG-Net weights not found at {path}; expected a 21styles.model-format state_dict, which "
+            "experiments/models/download_model.sh of github.com/zhanghang1989/PyTorch-Multi-Style-Transfer "
+            "fetches (or a model trained with that repository's code)"
         )
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise GeneratorError(
-            f"{path} is not a loadable plain state_dict (torch.load weights_only=True): {exc}") from None
+    except Exception as error:  # torch raises several types for unreadable or unsafe files
+        raise GeneratorError(f"{path} is not a loadable plain state_dict: {load_failure_reason(error)}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise GeneratorError(f"{path} should hold a plain state_dict of tensors, got {type(state).__name__}")
     state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_KEY_SUFFIXES)}

@@ -234,24 +234,29 @@ class MultiStyle26Generator(Generator):
 
     def encode(self, inputs: torch.Tensor, layer: int | str, context: StyleMix | None = None) -> torch.Tensor:
         target = self.resolve_layer(layer)
-        check_images(inputs, self.name)
+        inputs = check_images(inputs, self.name)
         weights = self._weights_for(context, inputs.shape[0], inputs.device)
         return self._run_stages(inputs, 0, target.index, weights)
 
     def decode(self, activation: torch.Tensor, layer: int | str, context: StyleMix | None = None) -> torch.Tensor:
         target = self.resolve_layer(layer)
-        check_activation(activation, target, self.name)
+        activation = check_activation(activation, target, self.name)
         weights = self._weights_for(context, activation.shape[0], activation.device)
         return self._run_stages(activation, target.index + 1, len(self._stages) - 1, weights)
 
     def forward(self, inputs: torch.Tensor, context: StyleMix | None = None) -> torch.Tensor:
-        check_images(inputs, self.name)
+        inputs = check_images(inputs, self.name)
         weights = self._weights_for(context, inputs.shape[0], inputs.device)
         return self._run_stages(inputs, 0, len(self._stages) - 1, weights)
 
 
-def check_images(inputs, who: str, min_side: int = 1) -> None:
-    """Raise GeneratorError unless ``inputs`` is a float (N, 3, H, W) tensor in [0, 1].
+# The style networks open with a 9x9 convolution behind a reflection padding of 4, which needs
+# more than 4 pixels a side.
+MIN_IMAGE_SIDE = 5
+
+
+def check_images(inputs, who: str, min_side: int = MIN_IMAGE_SIDE) -> torch.Tensor:
+    """``inputs`` as float32; GeneratorError unless it is a float (N, 3, H, W) tensor in [0, 1].
 
     Shared by the style generators.
     """
@@ -266,12 +271,13 @@ def check_images(inputs, who: str, min_side: int = 1) -> None:
             f"{who} expects a non-empty batch with sides of at least {min_side} pixels, got {tuple(inputs.shape)}"
         )
     low, high = inputs.min().item(), inputs.max().item()
-    if low < -1e-6 or high > 1 + 1e-6:
+    if not (low >= -1e-6 and high <= 1 + 1e-6):  # NaN fails both
         raise GeneratorError(f"{who} expects image values in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+    return inputs.float()
 
 
-def check_activation(activation, layer: Layer, who: str) -> None:
-    """Raise GeneratorError unless ``activation`` is a float (N, C, h, w) tensor with the layer's C."""
+def check_activation(activation, layer: Layer, who: str) -> torch.Tensor:
+    """``activation`` as float32; GeneratorError unless it is a float (N, C, h, w) tensor with the layer's C."""
     if not isinstance(activation, torch.Tensor):
         raise GeneratorError(f"{who}.decode expects Y as a torch.Tensor, got {type(activation).__name__}")
     if activation.dim() != 4 or activation.shape[1] != layer.channels or activation.shape[0] == 0:
@@ -281,6 +287,7 @@ def check_activation(activation, layer: Layer, who: str) -> None:
         )
     if not activation.is_floating_point():
         raise GeneratorError(f"{who}.decode expects a float Y, got dtype {activation.dtype}")
+    return activation.float()
 
 
 def load_multistyle26(path: str | Path | None = None,
