@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +26,7 @@ import torch
 
 DEMO_OUTPUT = "cpia-demo"
 DEMO_SIZE = 512
+DEMO_MIN_SIZE, DEMO_MAX_SIZE = 16, 8192  # the astronaut is 512 px; 8192 is 16x its side
 # A res.* layer of multistyle26 with bold strokes: style 7, layer 8 (res.5), tau 8 of 32 channels.
 DEMO_SETTINGS = dict(condition={"style": 7}, layer=8, tau=8, min_response=0.1, frames=24)
 LAYERS_DEFAULT_SIZE = (256, 256)
@@ -53,7 +56,8 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``paint`` and ``generate`` (defaults: those of ``paint()``)."""
     stroke = parser.add_argument_group("channel operation")
     stroke.add_argument("--layer", type=_layer, help="operating layer, index or name (default: the middle one)")
-    stroke.add_argument("--mode", choices=("stroke", "flush"), default="stroke")
+    stroke.add_argument("--mode", choices=("stroke", "flush"), default="stroke",
+                        help="channel stroke (greedy strokes, default) or channel flush (top tau at once)")
     stroke.add_argument("--tau", type=int, help="channels per location (default: C // 4)")
     stroke.add_argument("--brush", type=int, default=1, help="brush half size z: a (2z+1)^2 box (default 1)")
     stroke.add_argument("--m", type=float, default=0.8, help="stroke sensitivity in (0, 1] (default 0.8)")
@@ -64,17 +68,22 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop a region below this fraction of its largest response (default 0.1)")
     stroke.add_argument("--max-strokes", type=int, help="stop a region after this many strokes")
     stroke.add_argument("--max-coverage", type=float, help="stop a region at this covered fraction")
-    stroke.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "reference"))
+    stroke.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "reference"),
+                        help="implementation of the ops (default: the fused one for the device); all give "
+                             "identical results")
 
     plan = parser.add_argument_group("plan")
     plan.add_argument("--planner", default="segments", help="segments (default), yolo, maskrcnn, or none")
     plan.add_argument("--planner-option", type=_planner_option, action="append", default=[], metavar="KEY=VALUE",
                       help="planner option, e.g. num_regions=4 (repeatable)")
     plan.add_argument("--order", default="score", help="score, area, foreground-first or background-first")
-    plan.add_argument("--reverse-order", action="store_true")
-    plan.add_argument("--skip-background", action="store_true")
-    plan.add_argument("--first-labels", nargs="+", default=[], metavar="LABEL")
-    plan.add_argument("--last-labels", nargs="+", default=[], metavar="LABEL")
+    plan.add_argument("--reverse-order", action="store_true", help="paint the regions in the opposite order")
+    plan.add_argument("--skip-background", action="store_true",
+                      help="leave the part no region covers unpainted")
+    plan.add_argument("--first-labels", nargs="+", default=[], metavar="LABEL",
+                      help="paint regions with these labels first (e.g. person)")
+    plan.add_argument("--last-labels", nargs="+", default=[], metavar="LABEL",
+                      help="paint regions with these labels last")
     plan.add_argument("--step-fill", default="mean", choices=("mean", "background", "none"),
                       help="step image outside its region (default: the region's mean colour)")
 
@@ -83,10 +92,13 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     frames.add_argument("--frames", type=int, help="frames spread over the painting (default 24)")
     frames.add_argument("--every", type=int, help="a frame every K strokes")
     render.add_argument("--preview-size", type=int, help="long side of the frames (default 512)")
-    render.add_argument("--background", default="white", help="paper colour (name or #rrggbb)")
+    render.add_argument("--background", default="white",
+                        help="paper colour (name or #rrggbb), also behind transparent input pixels")
     render.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    render.add_argument("--seed", type=int, default=0)
-    render.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    render.add_argument("--seed", type=int, default=0,
+                        help="seeds the planner and a GAN's latent: same seed, same output (default 0)")
+    render.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files (and remove those of an earlier run)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     style = paint.add_mutually_exclusive_group()
     style.add_argument("--style", type=int, help="built-in style index (multistyle26: 0..25; default 0)")
     style.add_argument("--style-image", help="style image file (generators arbitrary, msg)")
-    paint.add_argument("--generator", default="multistyle26")
+    paint.add_argument("--generator", default="multistyle26",
+                       help="multistyle26 (default), arbitrary or msg; `cpia layers GENERATOR` lists its layers")
     paint.add_argument("--weights", help="weights file or folder, for generators that need one")
     paint.add_argument("-o", "--output", default="cpia-out", help="output folder (default ./cpia-out)")
     _add_painting_arguments(paint)
@@ -112,23 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_painting_arguments(generate)
 
     layers = commands.add_parser("layers", help="list the operable layers of a generator")
-    layers.add_argument("generator", nargs="?", default="multistyle26")
-    layers.add_argument("--weights")
+    layers.add_argument("generator", nargs="?", default="multistyle26",
+                        help="multistyle26 (default), arbitrary, msg, biggan or eyes")
+    layers.add_argument("--weights", help="weights, for generators that need them (msg, biggan)")
     layers.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=LAYERS_DEFAULT_SIZE,
                         help="input size for the shapes (image generators; default 256 256)")
 
     replay = commands.add_parser("replay", help="re-render a painting from its stroke log")
     replay.add_argument("log", help="stroke_log.json (or .npz)")
-    replay.add_argument("-o", "--output", required=True)
+    replay.add_argument("-o", "--output", required=True, help="output folder")
     replay.add_argument("--weights", help="weights, when the logged path has moved")
-    replay.add_argument("--device")
-    replay.add_argument("--overwrite", action="store_true")
+    replay.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    replay.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
     demo = commands.add_parser("demo", help="paint scikit-image's astronaut with the embedded model")
     demo.add_argument("-o", "--output", default=DEMO_OUTPUT, help=f"output folder (default ./{DEMO_OUTPUT})")
-    demo.add_argument("--size", type=int, default=DEMO_SIZE, help=f"long side of the image (default {DEMO_SIZE})")
-    demo.add_argument("--device")
-    demo.add_argument("--overwrite", action="store_true")
+    demo.add_argument("--size", type=int, default=DEMO_SIZE,
+                      help=f"long side of the image, {DEMO_MIN_SIZE} to {DEMO_MAX_SIZE} (default {DEMO_SIZE})")
+    demo.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    demo.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return parser
 
 
@@ -159,16 +174,46 @@ def resolve_device(name: str | None) -> str:
     return name
 
 
-def load_image(path: str | Path) -> torch.Tensor:
-    """An image file as a float (3, H, W) tensor in [0, 1] (uint8 / 255, so the log stores it exactly)."""
-    from PIL import Image
+def load_image(path: str | Path, background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """An image file as a float (3, H, W) tensor in [0, 1], turned as its EXIF orientation says.
+
+    8-bit images are uint8 / 255 (so the log stores them exactly), 16-bit grayscale / 65535;
+    transparent pixels are composited over ``background`` (the paper colour).
+    """
+    from PIL import Image, ImageOps
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as image:
-        array = torch.from_numpy(np.asarray(image.convert("RGB")).copy())
-    return array.permute(2, 0, 1).to(torch.float32) / 255.0
+    with warnings.catch_warnings():
+        # Large images are for the memory estimate to judge; PIL only refuses the absurd ones.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                rgb, alpha = _image_channels(ImageOps.exif_transpose(image), path)
+        except Image.DecompressionBombError as error:
+            raise ValueError(f"image {path}: {str(error).rstrip('.')}; downscale it first") from None
+    if alpha is not None:
+        paper = torch.tensor(background, dtype=torch.float32).view(3, 1, 1)
+        rgb = rgb * alpha + paper * (1.0 - alpha)
+    return rgb
+
+
+def _image_channels(image, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(3, H, W) colours and (1, H, W) opacity (None when opaque) of a PIL image, floats in [0, 1]."""
+    if image.mode.startswith("I"):  # 16-bit grayscale (PNG, TIFF)
+        gray = torch.from_numpy(np.asarray(image, dtype=np.float32) / 65535.0).clamp_(0.0, 1.0)
+        return gray.expand(3, -1, -1).contiguous(), None
+    if image.mode == "F":
+        raise ValueError(f"image {path}: floating-point images (PIL mode F) are not supported; save it with "
+                         "8 or 16 bits per channel")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = torch.from_numpy(np.asarray(image.convert("RGBA")).copy()).permute(2, 0, 1)
+        alpha = rgba[3:]
+        rgb = rgba[:3].to(torch.float32) / 255.0
+        return rgb, None if bool((alpha == 255).all()) else alpha.to(torch.float32) / 255.0
+    array = torch.from_numpy(np.asarray(image.convert("RGB")).copy())
+    return array.permute(2, 0, 1).to(torch.float32) / 255.0, None
 
 
 def resize_long_side(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -195,8 +240,10 @@ def _painting_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _style_condition(generator, args: argparse.Namespace) -> dict[str, Any]:
     """make_context arguments from --style / --style-image; style 0 for a built-in-style generator."""
+    from .painting.render import parse_background
+
     if args.style_image is not None:
-        return {"style_image": load_image(args.style_image)}
+        return {"style_image": load_image(args.style_image, parse_background(args.background))}
     parameters = inspect.signature(generator.make_context).parameters
     if args.style is not None or "style" in parameters:
         return {"style": 0 if args.style is None else args.style}
@@ -213,14 +260,21 @@ def _report(result, written: Sequence[Path], seconds: float) -> None:
     print(f"time: {seconds:.1f} s")
 
 
+def _check_output(output: str, overwrite: bool) -> None:
+    """Fail before the painting, not after it: a folder that cannot take the outputs, or holds some."""
+    from .painting.outputs import check_output_folder, refuse_existing_outputs
+
+    check_output_folder(output)
+    if not overwrite:
+        refuse_existing_outputs(output)
+
+
 def _paint_and_write(content: torch.Tensor, generator, condition: dict[str, Any], weights: str | None,
                      options: dict[str, Any], output: str, overwrite: bool) -> int:
     from .painting import paint, write_outputs
-    from .painting.outputs import refuse_existing_outputs
 
     started = time.perf_counter()
-    if not overwrite:  # fail before the painting, not after it
-        refuse_existing_outputs(output)
+    _check_output(output, overwrite)
     result = paint(content, generator=generator, condition=condition, weights=weights, verbose=True, **options)
     written = write_outputs(result, output, overwrite=overwrite)
     _report(result, written, time.perf_counter() - started)
@@ -233,8 +287,9 @@ def _paint_and_write(content: torch.Tensor, generator, condition: dict[str, Any]
 
 def command_paint(args: argparse.Namespace) -> int:
     from .generators import load_generator
+    from .painting.render import parse_background
 
-    image = load_image(args.image)
+    image = load_image(args.image, parse_background(args.background))
     generator = load_generator(args.generator, weights=args.weights, device=resolve_device(args.device))
     return _paint_and_write(image, generator, _style_condition(generator, args), args.weights,
                             _painting_options(args), args.output, args.overwrite)
@@ -288,11 +343,9 @@ def _neutral_condition(generator) -> dict[str, Any]:
 
 def command_replay(args: argparse.Namespace) -> int:
     from .painting import load_stroke_log, replay, write_outputs
-    from .painting.outputs import refuse_existing_outputs
 
     started = time.perf_counter()
-    if not args.overwrite:
-        refuse_existing_outputs(args.output)
+    _check_output(args.output, args.overwrite)
     log = load_stroke_log(args.log)
     result = replay(log, weights=args.weights, device=resolve_device(args.device), verbose=True)
     written = write_outputs(result, args.output, overwrite=args.overwrite)
@@ -305,8 +358,8 @@ def command_demo(args: argparse.Namespace) -> int:
 
     from .generators import load_generator
 
-    if args.size < 16:
-        raise ValueError(f"--size: expected at least 16 pixels, got {args.size}")
+    if not DEMO_MIN_SIZE <= args.size <= DEMO_MAX_SIZE:
+        raise ValueError(f"--size: expected {DEMO_MIN_SIZE} to {DEMO_MAX_SIZE} pixels, got {args.size}")
     astronaut = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).to(torch.float32) / 255.0
     image = resize_long_side(astronaut, args.size)
     generator = load_generator("multistyle26", device=resolve_device(args.device))
@@ -330,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_request.code or 0)
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader of our output went away (`cpia layers | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except (ValueError, OSError, ImportError, MemoryError, torch.OutOfMemoryError) as error:
         print(f"cpia: error: {error}", file=sys.stderr)
         return 2

@@ -78,14 +78,103 @@ def test_layers_prints_the_layer_table(capsys):
     (["paint", "IMAGE", "--tau", "33"], "tau must be in"),
     (["paint", "IMAGE", "--style", "99"], "style must be an int in 0..25"),
     (["replay", "missing/stroke_log.json", "-o", "x"], "stroke log file not found"),
+    (["paint", "TINY", "--max-strokes", "5"], "sides of at least 5 pixels, got (1, 3, 4, 40)"),
+    (["paint", "IMAGE", "--seed", "-1"], "seed must be an int in [0, 2^63 - 1], got -1"),
+    (["paint", "IMAGE", "--planner-option", "bogus=3"], "planner 'segments' has no option bogus;"),
+    (["layers", "--size", "3", "3"], "sides of at least 5 pixels, got (1, 3, 3, 3)"),
+    (["demo", "--size", "100000", "-o", "x"], "--size: expected 16 to 8192 pixels, got 100000"),
 ])
 def test_errors_print_one_line_and_exit_with_status_2(arguments, message, image_file, tmp_path, capsys):
-    arguments = [str(image_file) if a == "IMAGE" else a for a in arguments]
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((4, 40, 3), dtype=np.uint8)).save(tiny)
+    arguments = [str(image_file) if a == "IMAGE" else str(tiny) if a == "TINY" else a for a in arguments]
     assert main(arguments + ["-o", str(tmp_path / "out")] if arguments[0] == "paint" else arguments) == 2
     err = capsys.readouterr().err
     assert err.startswith("cpia: error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("output", ["a_file", "a_file/inside"])
+def test_an_output_path_through_a_file_is_refused_before_painting(output, image_file, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("mine")
+    assert main(["paint", str(image_file), *FAST, "-o", str(tmp_path / output)]) == 2
+    err = capsys.readouterr()
+    assert f"a_file is a file, not a folder" in err.err and "memory estimate" not in err.out  # nothing ran
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_overwrite_removes_the_outputs_of_an_earlier_run(image_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "generated.png").write_bytes(b"from a GAN run")
+    (out / "notes.txt").write_text("the user's")
+    assert main(["paint", str(image_file), *FAST, "-o", str(out)]) == 2  # generated.png is an output name
+    assert main(["paint", str(image_file), *FAST, "--overwrite", "-o", str(out)]) == 0
+    assert not (out / "generated.png").exists() and (out / "notes.txt").read_text() == "the user's"
+    assert "removed" in capsys.readouterr().out
+
+
+def test_image_files_load_as_a_viewer_shows_them(tmp_path):
+    from cpia_cuda.cli import load_image
+
+    sixteen_bit = np.array([[0, 257, 65535]], dtype=np.uint16).repeat(2, axis=0)
+    Image.fromarray(sixteen_bit).save(tmp_path / "gray16.png")
+    image = load_image(tmp_path / "gray16.png")
+    assert image.shape == (3, 2, 3) and image[:, 0].tolist() == [[0.0, float(np.float32(257 / 65535)), 1.0]] * 3
+
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red; the left column opaque, the right one transparent
+    rgba[:, 0, 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    image = load_image(tmp_path / "rgba.png", background=(0.0, 0.0, 1.0))
+    assert image[:, 0, 0].tolist() == [1.0, 0.0, 0.0] and image[:, 0, 1].tolist() == [0.0, 0.0, 1.0]
+
+    pixels = np.zeros((2, 3, 3), dtype=np.uint8)
+    pixels[0, 2] = 255  # top right
+    photo = Image.fromarray(pixels)
+    exif = photo.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    photo.save(tmp_path / "rotated.png", exif=exif)
+    image = load_image(tmp_path / "rotated.png")
+    assert image.shape == (3, 3, 2) and image[:, 2, 1].tolist() == [1.0, 1.0, 1.0]  # now bottom right
+
+
+def test_the_log_keeps_an_absolute_weights_path(image_file, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from cpia_cuda.generators.multistyle26 import packaged_model_path
+
+    (tmp_path / "weights").mkdir()
+    shutil.copy(packaged_model_path("multistyle26.onnx"), tmp_path / "weights" / "net.onnx")
+    monkeypatch.chdir(tmp_path)
+    assert main(["paint", str(image_file), *FAST, "--weights", "weights/net.onnx", "-o", "out"]) == 0
+    logged = json.loads((tmp_path / "out" / "stroke_log.json").read_text())["generator"]["weights"]
+    assert logged == str(tmp_path / "weights" / "net.onnx")
+    monkeypatch.chdir(tmp_path / "weights")
+    assert main(["replay", "../out/stroke_log.json", "-o", "../again"]) == 0
+
+
+def test_replay_refuses_a_log_whose_arrays_do_not_fit(image_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["paint", str(image_file), *FAST, "-o", str(out)]) == 0
+    with np.load(out / "stroke_log.npz") as stored:
+        arrays = dict(stored)
+    for damage, message in [(lambda a: a["order"][:, :-1], "damaged stroke log: its order has shape"),
+                            (lambda a: a["order"][0], "order must be (C, h, w)"),
+                            (lambda a: a["strokes"][:, :4], "strokes must be (S, 6)")]:
+        key = "strokes" if "strokes" in message else "order"
+        np.savez(out / "stroke_log.npz", **{**arrays, key: damage(arrays)})
+        assert main(["replay", str(out / "stroke_log.json"), "-o", str(tmp_path / "again")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    listing = subprocess.run(f"{sys.executable} -m cpia_cuda layers | head -1", shell=True, capture_output=True,
+                             text=True, check=True)
+    assert listing.stdout.startswith("multistyle26") and listing.stderr == ""
 
 
 def test_bad_command_line_exits_with_status_2(capsys):

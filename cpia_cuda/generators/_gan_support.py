@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._weights import load_failure_reason
-from .base import GeneratorError
+from .base import MAX_SEED, GeneratorError
 
 
 def describe(value: Any) -> str:
@@ -58,8 +58,8 @@ def exactly_one_condition(**named: Any) -> str:
 def check_count_and_seed(n: Any, seed: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise GeneratorError(f"n must be a non-negative integer, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise GeneratorError(f"seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise GeneratorError(f"seed must be an integer in [0, 2^63 - 1], got {seed!r}")
 
 
 def read_state_dict(path: Path) -> Mapping[str, Any]:

@@ -1089,6 +1089,9 @@ class ArbitraryStyleGenerator(Generator):
 
     # -- the split network ---------------------------------------------------------------------
 
+    def check_inputs(self, inputs: torch.Tensor) -> None:
+        check_images(inputs, self.name)
+
     def encode(self, inputs: torch.Tensor, layer: int | str, context: StyleEmbedding | None = None) -> torch.Tensor:
         target = self.resolve_layer(layer)
         inputs = check_images(inputs, self.name)

@@ -21,6 +21,11 @@ import torch
 from torch import nn
 
 
+# The largest seed taken anywhere (GAN latents, planners): torch.Generator seeds are 64-bit, kept
+# non-negative so that every seed means the same thing to numpy too.
+MAX_SEED = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class Layer:
     """An operable layer: ``index`` is the paper's l (1-based, forward order)."""
@@ -65,6 +70,10 @@ class Generator(nn.Module):
     def make_context(self, **condition: Any) -> Any:
         """Conditioning shared by encode and decode, built from user-facing arguments."""
         return None
+
+    def check_inputs(self, inputs: torch.Tensor) -> None:
+        """Raise GeneratorError for inputs ``encode`` cannot take (shape, size, range); cheap, so that
+        callers can check before any work. Default: no check beyond what ``encode`` does."""
 
     def encode(self, inputs: torch.Tensor, layer: int | str, context: Any = None) -> torch.Tensor:
         raise NotImplementedError

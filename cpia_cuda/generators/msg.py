@@ -193,6 +193,9 @@ class MSGNetGenerator(Generator):
             x = module(x, gram.expand(x.shape[0], -1, -1)) if module is self.ins else module(x)
         return x
 
+    def check_inputs(self, inputs: torch.Tensor) -> None:
+        check_images(inputs, self.name)
+
     def encode(self, inputs: torch.Tensor, layer: int | str, context: MSGStyle | None = None) -> torch.Tensor:
         target = self.resolve_layer(layer)
         inputs = check_images(inputs, self.name)

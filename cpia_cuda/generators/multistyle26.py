@@ -232,6 +232,9 @@ class MultiStyle26Generator(Generator):
             x = module(x, weights)
         return x
 
+    def check_inputs(self, inputs: torch.Tensor) -> None:
+        check_images(inputs, self.name)
+
     def encode(self, inputs: torch.Tensor, layer: int | str, context: StyleMix | None = None) -> torch.Tensor:
         target = self.resolve_layer(layer)
         inputs = check_images(inputs, self.name)

@@ -12,7 +12,8 @@
 
 Every file is written to a temporary file in the same folder and moved into place with
 ``os.replace`` (a reader never sees half a file). Unless ``overwrite``, nothing is written when any of
-the files exists already.
+the files exists already; with ``overwrite``, the files of this table that an earlier run left and this
+run does not write (``generated.png`` of a GAN run, say) are removed, so the folder holds one painting.
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
     """Write every output of ``result`` into ``outdir`` (created if needed); return the paths written.
 
     Raises FileExistsError naming the first existing file, before anything is written, unless
-    ``overwrite``. Optional parts whose library is missing (MP4: imageio + imageio-ffmpeg; the coverage
-    plot: matplotlib) are skipped with a ``note``.
+    ``overwrite`` (which also removes the outputs of an earlier run that this one does not write).
+    Optional parts whose library is missing (MP4: imageio + imageio-ffmpeg; the coverage plot:
+    matplotlib) are skipped with a ``note``.
     """
     outdir = Path(outdir)
+    check_output_folder(outdir)
     writers = _planned_writers(result, note)
     if not overwrite:
         refuse_existing_outputs(outdir, writers)
@@ -67,7 +70,33 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
     for name, write in writers.items():
         write(outdir / name)
         written.append(outdir / name)
+    if overwrite:
+        for name in OUTPUT_NAMES:
+            if name not in writers and (outdir / name).is_file():
+                (outdir / name).unlink()
+                note(f"note: removed {outdir / name}, left by an earlier run")
     return written
+
+
+def check_output_folder(outdir: str | Path) -> None:
+    """Raise OSError unless ``outdir`` is, or can be created as, a folder this process can write in.
+
+    Meant to be called before a painting, so that a file in the way or a read-only folder is reported
+    at once rather than after the work. Nothing is created: the test file goes into the nearest
+    existing folder on the path and is removed at once.
+    """
+    outdir = Path(outdir)
+    existing = outdir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"output folder {outdir}: {existing} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".cpia-write-test.")
+    except OSError as error:
+        raise PermissionError(f"output folder {outdir}: cannot write in {existing} ({error.strerror})") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def refuse_existing_outputs(outdir: str | Path, names: Sequence[str] = OUTPUT_NAMES) -> None:

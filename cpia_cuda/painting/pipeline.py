@@ -24,16 +24,18 @@ import contextlib
 import importlib
 import inspect
 import itertools
+import numbers
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..generators import DEFAULT_GENERATOR, load_generator
-from ..generators.base import Generator, Layer
+from ..generators.base import MAX_SEED, Generator, Layer
 from ..ops import channel_flush, channel_stroke
 from ..planning.base import Planner, Region
 from ..planning.order import order_regions, resolve_overlaps
@@ -276,6 +278,8 @@ def paint(
     with timer.phase("plan"):
         content_image = _content_image(generator, inputs, context)
         plan = make_plan(content_image, planner, settings)
+    if verbose:
+        _note_unmatched_labels(plan, settings)
     painted, flush_kept, log = _paint_regions(generator, inputs, context, layer_info, plan, settings,
                                               condition or {}, weights, verbose, timer)
     return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
@@ -306,6 +310,9 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
     ranges = log.region_stroke_ranges()
 
     def step(index: int, activation: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        if order.shape != activation.shape:
+            raise PaintingError(f"damaged stroke log: its order has shape {tuple(order.shape)}, but layer "
+                                f"{layer_info.index} gives an activation of shape {tuple(activation.shape)}")
         start, stop = ranges[index]
         return (order >= start) & (order < stop)
 
@@ -346,6 +353,9 @@ def _prepare_inputs(content: torch.Tensor, generator: Generator) -> torch.Tensor
         raise PaintingError(f"{generator.name} paints {what}, got a tensor of shape {tuple(content.shape)}")
     if not content.is_floating_point():
         raise PaintingError(f"content must be a float tensor, got {content.dtype}")
+    if content.numel() == 0:
+        raise PaintingError(f"content must not be empty, got a tensor of shape {tuple(content.shape)}")
+    generator.check_inputs(content)
     return content.to(device=_generator_device(generator), dtype=torch.float32)
 
 
@@ -378,6 +388,9 @@ def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device)
         value = getattr(settings, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PaintingError(f"{name} must be an int >= 1, got {value!r}")
+    seed = settings.seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise PaintingError(f"seed must be an int in [0, 2^63 - 1], got {seed!r}")
     probe = torch.zeros((layer.channels, 1, 1), device=device)
     if settings.mode == "flush":
         channel_flush(probe, settings.tau, backend=settings.backend)
@@ -437,6 +450,16 @@ def make_plan(image: torch.Tensor, planner: str | Planner | None, settings: Pain
         raise PaintingError("the plan has no region to paint (the planner found nothing and the background "
                             "is skipped)")
     return plan
+
+
+def _note_unmatched_labels(plan: Sequence[Region], settings: PaintSettings) -> None:
+    """Say which of the first/last labels no region has (a typo, or nothing of the kind in the image)."""
+    labels = sorted({region.label for region in plan})
+    for option, wanted in (("first_labels", settings.first_labels), ("last_labels", settings.last_labels)):
+        unmatched = [label for label in wanted if label not in labels]
+        if unmatched:
+            print(f"note: {option}: no region is labelled {', '.join(unmatched)} (the plan's labels: "
+                  f"{', '.join(labels)})")
 
 
 def _downscale_for_planning(image: torch.Tensor) -> torch.Tensor:
@@ -551,25 +574,26 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
     step (the comparison of the paper's Fig. 3). Returns (painted activation, flush-kept mask).
     """
     painted = kept = allowed_masks = None
-    progress = _progress(len(plan), "painting regions", verbose)
     steps = _step_activations(generator, inputs, context, layer, plan, settings)
-    while True:
-        with timer.phase("encode"):
-            next_step = next(steps, None)
-        if next_step is None:
-            break
-        index, activation = next_step
-        with timer.phase("strokes"):
-            if painted is None:
-                painted = torch.zeros_like(activation)
-                kept = torch.zeros(activation.shape, dtype=torch.bool, device=activation.device)
-                masks = torch.stack([region.mask for region in plan])
-                allowed_masks = regions_at_layer(masks, activation.shape[-2:]).to(activation.device)
-            new = step(index, activation, allowed_masks[index])
-            painted = torch.where(new, activation, painted)
-            kept |= channel_flush(activation, settings.tau, allowed=allowed_masks[index], backend=settings.backend)
-        progress.update(1)
-    progress.close()
+    # closed on errors too, so that a message does not land on the bar's line
+    with contextlib.closing(_progress(len(plan), "painting regions", verbose)) as progress:
+        while True:
+            with timer.phase("encode"):
+                next_step = next(steps, None)
+            if next_step is None:
+                break
+            index, activation = next_step
+            with timer.phase("strokes"):
+                if painted is None:
+                    painted = torch.zeros_like(activation)
+                    kept = torch.zeros(activation.shape, dtype=torch.bool, device=activation.device)
+                    masks = torch.stack([region.mask for region in plan])
+                    allowed_masks = regions_at_layer(masks, activation.shape[-2:]).to(activation.device)
+                new = step(index, activation, allowed_masks[index])
+                painted = torch.where(new, activation, painted)
+                kept |= channel_flush(activation, settings.tau, allowed=allowed_masks[index],
+                                      backend=settings.backend)
+            progress.update(1)
     return painted, kept
 
 
@@ -599,7 +623,8 @@ def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, lay
         region_labels=[r.label for r in plan], region_scores=[float(r.score) for r in plan],
         stop_reasons=stop_reasons,
         content=(inputs[0] if generator.input_kind == "image" else inputs).detach().cpu(),
-        generator=generator.name, weights=None if weights is None else str(weights),
+        # absolute, so that the log replays from any working folder
+        generator=generator.name, weights=None if weights is None else str(Path(weights).resolve()),
         condition={k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in condition.items()},
         layer=layer.index, layer_name=layer.name, settings=settings.to_json(), frame_strokes=[],
     )
@@ -650,10 +675,9 @@ def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, pa
                               background=tuple(settings.background), image_size=tuple(content_image.shape[-2:]))
     image = renderer.render_full(painted, order >= 0).cpu()
     log.frame_strokes = frame_thresholds(log.num_strokes, settings.frames, settings.every)
-    progress = _progress(len(log.frame_strokes), "rendering frames", verbose)
-    frames = renderer.render_frames(painted, order, log.frame_strokes, settings.preview_size,
-                                    settings.frame_batch, progress=progress.update)
-    progress.close()
+    with contextlib.closing(_progress(len(log.frame_strokes), "rendering frames", verbose)) as progress:
+        frames = renderer.render_frames(painted, order, log.frame_strokes, settings.preview_size,
+                                        settings.frame_batch, progress=progress.update)
     stroke_maps = render_stroke_maps(order, log.frame_strokes, settings.tau, tuple(frames.shape[-2:]))
     return PaintResult(
         image=image, frames=frames, stroke_maps=stroke_maps, log=log, plan=plan, content=content_image.cpu(),

@@ -163,6 +163,14 @@ def _read_log(document: dict[str, Any], npz_path: Path) -> StrokeLog:
         condition = {name: torch.from_numpy(arrays[f"condition.{name}"]) if value == _TENSOR_TAG else value
                      for name, value in generator["condition"].items()}
     plan = document["plan"]
+    if order.dim() != 3:
+        raise ValueError(f"order must be (C, h, w), got shape {tuple(order.shape)}")
+    if strokes.dim() != 2 or strokes.shape[1] != len(STROKE_COLUMNS):
+        raise ValueError(f"strokes must be (S, {len(STROKE_COLUMNS)}), got shape {tuple(strokes.shape)}")
+    if masks.shape[0] != len(plan):
+        raise ValueError(f"{masks.shape[0]} region masks for a plan of {len(plan)} regions")
+    if strokes.shape[0] and not (int(strokes[:, 0].min()) >= 0 and int(strokes[:, 0].max()) < len(plan)):
+        raise ValueError(f"strokes name regions outside the plan of {len(plan)} regions")
     return StrokeLog(
         order=order, strokes=strokes, region_masks=torch.from_numpy(masks).reshape(-1, height, width),
         region_labels=[r["label"] for r in plan], region_scores=[float(r["score"]) for r in plan],
