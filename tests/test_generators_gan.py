@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -557,3 +558,16 @@ class TestEyesDCGAN:
             assert_close(on_cuda.decode(on_cuda.encode(z, layer.index, context), layer.index, context), image)
         torch.testing.assert_close(image.cpu(), eyes(z.cpu(), eyes.make_context(keyword=["red", "gray"])),
                                    rtol=1e-3, atol=1e-3)
+
+
+def test_gan_arguments_of_other_python_types(eyes):
+    """numpy and tensor scalars are taken for what they mean; bytes and out-of-range seeds are refused."""
+    assert torch.equal(eyes.sample_inputs(1, np.int64(3)), eyes.sample_inputs(1, 3))
+    inputs = eyes.sample_inputs(1, 0)
+    from_tensor = eyes.make_context(class_index=torch.tensor(5), inputs=inputs)
+    assert torch.equal(from_tensor.label, eyes.make_context(class_index=5, inputs=inputs).label)
+    with pytest.raises(GeneratorError, match="keyword must be a string or a sequence of strings, got bytes"):
+        eyes.make_context(keyword=b"blue", inputs=inputs)
+    for seed in (-1, 2**63):
+        with pytest.raises(GeneratorError, match=r"seed must be an integer in \[0, 2\^63 - 1\]"):
+            eyes.sample_inputs(1, seed)

@@ -6,6 +6,7 @@ import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,8 +19,21 @@ def describe(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
+def keyword_list(keyword: Any) -> list[Any]:
+    """One keyword or a sequence of them, as a list (each element is checked by its lookup)."""
+    if isinstance(keyword, str):
+        return [keyword]
+    if isinstance(keyword, (bytes, bytearray)) or not isinstance(keyword, Sequence):
+        raise GeneratorError(f"keyword must be a string or a sequence of strings, got {type(keyword).__name__}")
+    return list(keyword)
+
+
 def one_hot(class_index: int | Sequence[int], num_classes: int) -> torch.Tensor:
     """(K, num_classes) one-hot rows for one class index or a sequence of K of them."""
+    if isinstance(class_index, (torch.Tensor, np.ndarray)):
+        class_index = class_index.tolist()  # a 0-d one gives an int
+    if not isinstance(class_index, (numbers.Integral, Sequence)) or isinstance(class_index, (str, bytes)):
+        raise GeneratorError(f"class_index must be an integer or a sequence of them, got {class_index!r}")
     indices = [class_index] if isinstance(class_index, numbers.Integral) else list(class_index)
     if not indices:
         raise GeneratorError("class_index must name at least one class, got an empty sequence")

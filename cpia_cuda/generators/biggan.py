@@ -48,8 +48,8 @@ import torch
 from torch import nn
 
 from ._gan_support import (
-    check_class_vector, check_count_and_seed, describe, exactly_one_condition, load_state_exactly, one_hot,
-    read_state_dict,
+    check_class_vector, check_count_and_seed, describe, exactly_one_condition, keyword_list, load_state_exactly,
+    one_hot, read_state_dict,
 )
 from .base import Generator, GeneratorError, Layer
 from .imagenet_classes import NUM_IMAGENET_CLASSES, imagenet_class_index
@@ -163,7 +163,7 @@ class BigGANGenerator(Generator):
                     f"keyword lookup needs a {NUM_IMAGENET_CLASSES}-class ImageNet model, this one has "
                     f"{num_classes} classes; pass class_index instead"
                 )
-            keywords = [keyword] if isinstance(keyword, str) else list(keyword)
+            keywords = keyword_list(keyword)
             class_index = [imagenet_class_index(word) for word in keywords]
         if class_index is not None:
             class_vector = one_hot(class_index, num_classes)
@@ -186,7 +186,7 @@ class BigGANGenerator(Generator):
         ``truncation``. Drawn on the CPU from ``seed``, so the same on every device."""
         check_count_and_seed(n, seed)
         _check_truncation(truncation)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(int(seed))
         noise = torch.empty(n, self.config.z_dim)
         nn.init.trunc_normal_(noise, a=-NOISE_BOUND, b=NOISE_BOUND, generator=generator)
         return (noise * truncation).to(self._device() if device is None else device)

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ._gan_support import (
-    check_class_vector, check_count_and_seed, describe, exactly_one_condition, load_state_exactly, one_hot,
-    read_state_dict,
+    check_class_vector, check_count_and_seed, describe, exactly_one_condition, keyword_list, load_state_exactly,
+    one_hot, read_state_dict,
 )
 from .base import Generator, GeneratorError, Layer
 
@@ -120,7 +120,7 @@ class EyesDCGANGenerator(Generator):
         ``class_index`` (0..7, or one per sample) or ``class_vector`` ((8,) or (N, 8))."""
         exactly_one_condition(keyword=keyword, class_index=class_index, class_vector=class_vector)
         if keyword is not None:
-            keywords = [keyword] if isinstance(keyword, str) else list(keyword)
+            keywords = keyword_list(keyword)
             class_index = [eye_colour_index(word) for word in keywords]
         if class_index is not None:
             class_vector = one_hot(class_index, len(EYE_COLOURS))
@@ -134,7 +134,7 @@ class EyesDCGANGenerator(Generator):
         """``n`` standard-normal noise vectors (as the package draws them), drawn on the CPU from
         ``seed`` so they are the same on every device."""
         check_count_and_seed(n, seed)
-        noise = torch.randn(n, NOISE_DIM, generator=torch.Generator().manual_seed(seed))
+        noise = torch.randn(n, NOISE_DIM, generator=torch.Generator().manual_seed(int(seed)))
         return noise.to(self._device() if device is None else device)
 
     def encode(self, inputs: torch.Tensor, layer: int | str, context: Any = None) -> torch.Tensor:

@@ -195,7 +195,11 @@ class MultiStyle26Generator(Generator):
             weights = torch.zeros(1, NUM_STYLES, device=device)
             weights[0, style] = 1.0
             return StyleMix(weights)
-        weights = torch.as_tensor(style_weights, dtype=torch.float32)
+        try:
+            weights = torch.as_tensor(style_weights, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise GeneratorError(f"style_weights must be {NUM_STYLES} numbers or (N, {NUM_STYLES}) of them, got "
+                                 f"{type(style_weights).__name__}") from None
         if weights.dim() == 1:
             weights = weights.unsqueeze(0)
         if weights.dim() != 2 or weights.shape[1] != NUM_STYLES:
