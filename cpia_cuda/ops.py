@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import math
+import threading
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -166,8 +167,9 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
 # Distance-weight tables by (channel_cost, sigma, max_d2), least recently used first, at most
 # _TABLE_CACHE_ENTRIES entries (64 MB of float32) in all.
 _table_cache: collections.OrderedDict = collections.OrderedDict()
+_table_cache_lock = threading.Lock()
 _TABLE_CACHE_ENTRIES = 1 << 24
-# 256 MB of float32: beyond it the table says the movement cost is flat over a huge image.
+# 256 MB of float32; only a sigma in the thousands on an image thousands of pixels a side needs more.
 MAX_DISTANCE_WEIGHTS = 1 << 26
 
 
@@ -221,10 +223,11 @@ def distance_weights(channel_cost: float, sigma: float, height: int, width: int)
     """
     max_d2 = max(height - 1, 0) ** 2 + max(width - 1, 0) ** 2
     key = (float(channel_cost), float(sigma), max_d2)
-    values = _table_cache.get(key)
-    if values is not None:
-        _table_cache.move_to_end(key)
-        return torch.from_numpy(values.copy())
+    with _table_cache_lock:
+        values = _table_cache.get(key)
+        if values is not None:
+            _table_cache.move_to_end(key)
+            return torch.from_numpy(values.copy())
     denominator = 2.0 * sigma * sigma
     if denominator == 0.0:  # sigma^2 underflows: every distance > 0 has the floor weight
         values = np.array([1.0, 1.0 - channel_cost][: max_d2 + 1], dtype=np.float32)
@@ -236,12 +239,13 @@ def distance_weights(channel_cost: float, sigma: float, height: int, width: int)
                 f"than {MAX_DISTANCE_WEIGHTS} (the movement cost still changes at the image's far corner); use a "
                 f"smaller sigma")
         values = _distance_weight(channel_cost, denominator, np.arange(count, dtype=np.float64))
-        at_floor = np.flatnonzero(values == np.float32(1.0 - channel_cost))
-        if at_floor.size:  # the bisection's answer, unless the C library's exp is not monotone
-            values = values[: at_floor[0] + 1]
-    _table_cache[key] = values
-    while sum(table.size for table in _table_cache.values()) > _TABLE_CACHE_ENTRIES:
-        _table_cache.popitem(last=False)
+    at_floor = np.flatnonzero(values == np.float32(1.0 - channel_cost))
+    if at_floor.size:  # the bisection's answer, unless the C library's exp is not monotone
+        values = values[: at_floor[0] + 1]
+    with _table_cache_lock:
+        _table_cache[key] = values
+        while sum(table.size for table in _table_cache.values()) > _TABLE_CACHE_ENTRIES:
+            _table_cache.popitem(last=False)
     return torch.from_numpy(values.copy())
 
 
