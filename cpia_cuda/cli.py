@@ -202,8 +202,12 @@ def load_image(path: str | Path, background: tuple[float, float, float] = (1.0, 
 def _image_channels(image, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(3, H, W) colours and (1, H, W) opacity (None when opaque) of a PIL image, floats in [0, 1]."""
     if image.mode.startswith("I"):  # 16-bit grayscale (PNG, TIFF)
-        gray = torch.from_numpy(np.asarray(image, dtype=np.float32) / 65535.0).clamp_(0.0, 1.0)
-        return gray.expand(3, -1, -1).contiguous(), None
+        raw = np.asarray(image, dtype=np.float32)
+        gray = torch.from_numpy(raw / 65535.0).clamp_(0.0, 1.0).expand(3, -1, -1).contiguous()
+        transparent = image.info.get("transparency")  # a PNG's tRNS: the one gray value that is transparent
+        if isinstance(transparent, int) and bool((raw == transparent).any()):
+            return gray, torch.from_numpy(raw != transparent).to(torch.float32)[None]
+        return gray, None
     if image.mode == "F":
         raise ValueError(f"image {path}: floating-point images (PIL mode F) are not supported; save it with "
                          "8 or 16 bits per channel")

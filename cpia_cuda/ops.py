@@ -23,6 +23,7 @@ from .reference import channel_flush_reference, channel_stroke_reference
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+MAX_BRUSH_CELLS = 2**31 - 1024  # csrc/op_checks.h: the kernels count brush cells in int32
 Brush = Union[int, torch.Tensor]
 
 
@@ -178,12 +179,16 @@ def _distance_weight(channel_cost: float, denominator: float, k: np.ndarray) -> 
     so the table does not depend on numpy's SIMD code paths."""
     weights = np.empty(k.size, dtype=np.float32)
     for start in range(0, k.size, 1 << 22):  # bounded float64 temporaries
-        exponent = -k[start : start + (1 << 22)] / denominator
+        with np.errstate(over="ignore"):  # a sigma near 1e-160: -k / denominator is -inf, exp 0
+            exponent = -k[start : start + (1 << 22)] / denominator
         exp = np.exp(exponent)
         value = 1.0 - channel_cost * (1.0 - exp)
-        # numpy's exp may differ from the C library's by an ulp or two; where 64 ulps of exp could
-        # change the float32 rounding, math.exp decides (about one entry in ten million).
-        margin = 64 * np.finfo(np.float64).eps * exp + 1e-300
+        # numpy's exp may differ from the C library's by an ulp or two, which after 1 - exp is
+        # rounded to the grid of 1 can move the value by an ulp of 1; where 64 ulps of exp and 4 of
+        # 1 could change the float32 rounding, math.exp decides (rare above a weight of 1e-7,
+        # the rule below it).
+        eps = np.finfo(np.float64).eps
+        margin = 64 * eps * exp + 4 * eps
         unsure = np.flatnonzero((value - margin).astype(np.float32) != (value + margin).astype(np.float32))
         if unsure.size:
             exact = np.fromiter(map(math.exp, exponent[unsure].tolist()), dtype=np.float64, count=unsure.size)
@@ -331,6 +336,8 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
     if max_coverage is not None:
         max_coverage = _check_real("max_coverage", max_coverage, 0.0, 1.0, low_open=True)
     brush_cells = make_brush(brush, (H, W))
+    if brush_cells.numel() > MAX_BRUSH_CELLS:
+        raise ValueError(f"brush must have at most 2^31 - 1024 cells, got {brush_cells.numel()}")
     allowed4 = _allowed_4d(allowed, Y4, batched)
     init4 = _init_mask_4d(init_mask, Y, Y4)
     if C * H * W >= 2**32 - 1:

@@ -13,6 +13,9 @@
 
 namespace cpia {
 
+// Brush cells are counted in int32 by the kernels, with room for a block's stride past the last.
+constexpr int64_t kMaxBrushCells = (int64_t{1} << 31) - 1024;
+
 inline void check_same_device(const at::Tensor& y, const at::Tensor& other, const char* name) {
   TORCH_CHECK(other.device() == y.device(), name, " must be on the same device as Y (", y.device(), "), got ",
               other.device());
@@ -50,6 +53,7 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
               "brush must be a 2-D tensor with odd sides, got shape ", brush.sizes());
   TORCH_CHECK(brush.device().is_cpu(), "brush must be a CPU tensor, got ", brush.device());
   TORCH_CHECK(brush[brush.size(0) / 2][brush.size(1) / 2].item<bool>(), "brush centre must be True");
+  TORCH_CHECK(brush.numel() <= kMaxBrushCells, "brush must have at most 2^31 - 1024 cells, got ", brush.numel());
   TORCH_CHECK(distance_weights.scalar_type() == at::kFloat, "distance_weights must be float32, got ",
               distance_weights.scalar_type());
   TORCH_CHECK(distance_weights.dim() == 1 && distance_weights.numel() >= 1,

@@ -122,6 +122,9 @@ def test_image_files_load_as_a_viewer_shows_them(tmp_path):
     Image.fromarray(sixteen_bit).save(tmp_path / "gray16.png")
     image = load_image(tmp_path / "gray16.png")
     assert image.shape == (3, 2, 3) and image[:, 0].tolist() == [[0.0, float(np.float32(257 / 65535)), 1.0]] * 3
+    Image.fromarray(sixteen_bit).save(tmp_path / "gray16_keyed.png", transparency=257)  # tRNS: 257 is clear
+    image = load_image(tmp_path / "gray16_keyed.png", background=(1.0, 0.0, 0.0))
+    assert image[:, 0, 1].tolist() == [1.0, 0.0, 0.0] and image[:, 0, 2].tolist() == [1.0, 1.0, 1.0]
 
     rgba = np.zeros((2, 2, 4), dtype=np.uint8)
     rgba[..., 0] = 255  # red; the left column opaque, the right one transparent

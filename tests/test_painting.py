@@ -293,10 +293,20 @@ def test_a_run_that_cannot_fit_is_refused_before_painting(image, generator, monk
     (dict(frames=2, every=3), "frames= or every="),
     (dict(layer=99), "not an operable layer"),
     (dict(background="no-such-colour"), "background must be"),
+    (dict(seed=-1), r"seed must be an int in \[0, 2\^63 - 1\], got -1"),
+    (dict(seed=1.0), "seed must be an int"),
 ])
 def test_bad_settings_raise_clear_errors(image, generator, options, message):
     with pytest.raises(ValueError, match=message):
         _paint(image, generator, **options)
+
+
+def test_a_numpy_seed_paints_as_its_int(image, generator):
+    import numpy as np
+
+    result = _paint(image, generator, seed=np.int64(3), planner="segments", max_strokes=5)
+    assert result.log.settings["seed"] == 3 and type(result.log.settings["seed"]) is int
+    assert torch.equal(result.log.order, _paint(image, generator, seed=3, planner="segments", max_strokes=5).log.order)
 
 
 def test_a_gan_is_planned_on_its_generated_image_and_tau_equal_to_channels_is_plain():

@@ -256,6 +256,9 @@ def paint(
         memory; GeneratorError / PlanningError / the ops' errors for their own arguments.
     """
     started = time.perf_counter()
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise PaintingError(f"seed must be an int in [0, 2^63 - 1], got {seed!r}")
+    seed = int(seed)  # numpy integers too: the planners and the log take a plain int
     generator = _resolve_generator(generator, weights, device)
     inputs = _prepare_inputs(content, generator)
     context = _make_context(generator, condition or {}, inputs)
@@ -388,9 +391,6 @@ def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device)
         value = getattr(settings, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PaintingError(f"{name} must be an int >= 1, got {value!r}")
-    seed = settings.seed
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-        raise PaintingError(f"seed must be an int in [0, 2^63 - 1], got {seed!r}")
     probe = torch.zeros((layer.channels, 1, 1), device=device)
     if settings.mode == "flush":
         channel_flush(probe, settings.tau, backend=settings.backend)

@@ -313,13 +313,15 @@ class ImagePainter {
       }
       __syncthreads();
 
-      // Locations that reached tau: none of their channels is a candidate any more. They are
-      // distinct locations, so the (location, channel) pairs number fewer than C*H*W < 2^32.
-      const uint32_t saturated_pairs = static_cast<uint32_t>(saturated_count) * g_.C;  // block-uniform
-      if (saturated_pairs > 0) {
-        for (uint32_t k = threadIdx.x; k < saturated_pairs; k += blockDim.x) {
-          const uint32_t at = saturated_[k / g_.C], q = k % g_.C;
-          if (!on_[q * g_.HW + at]) candidate_removed(q, at, &dirty_count);
+      // Locations that reached tau: none of their channels is a candidate any more. A warp takes
+      // a location, its lanes the channels.
+      const int saturated = saturated_count;  // block-uniform
+      if (saturated > 0) {
+        for (int s = threadIdx.x >> 5; s < saturated; s += kWarps) {
+          const uint32_t at = saturated_[s];
+          for (uint32_t q = threadIdx.x & 31; q < g_.C; q += 32) {
+            if (!on_[q * g_.HW + at]) candidate_removed(q, at, &dirty_count);
+          }
         }
         __syncthreads();
       }
