@@ -159,10 +159,17 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
         if image_size:
             keep_h, keep_w = min(centre_h, reach_h), min(centre_w, reach_w)
             brush = brush[centre_h - keep_h : centre_h + keep_h + 1, centre_w - keep_w : centre_w + keep_w + 1]
+        _check_brush_cells(brush.numel())
         return brush.cpu().contiguous()
     z = _check_int("brush", brush, 0)
     z_h, z_w = (min(z, reach_h), min(z, reach_w)) if image_size else (z, z)
+    _check_brush_cells((2 * z_h + 1) * (2 * z_w + 1))
     return torch.ones((2 * z_h + 1, 2 * z_w + 1), dtype=torch.bool)
+
+
+def _check_brush_cells(cells: int) -> None:
+    if cells > MAX_BRUSH_CELLS:
+        raise ValueError(f"brush must have at most 2^31 - 1024 cells, got {cells}")
 
 
 # Distance-weight tables by (channel_cost, sigma, max_d2), least recently used first, at most
@@ -336,8 +343,6 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
     if max_coverage is not None:
         max_coverage = _check_real("max_coverage", max_coverage, 0.0, 1.0, low_open=True)
     brush_cells = make_brush(brush, (H, W))
-    if brush_cells.numel() > MAX_BRUSH_CELLS:
-        raise ValueError(f"brush must have at most 2^31 - 1024 cells, got {brush_cells.numel()}")
     allowed4 = _allowed_4d(allowed, Y4, batched)
     init4 = _init_mask_4d(init_mask, Y, Y4)
     if C * H * W >= 2**32 - 1:

@@ -109,6 +109,14 @@ def test_op_level_checks_use_the_same_words():
         torch.ops.cpia.channel_stroke(*args[:10], 0.0)
     with pytest.raises(RuntimeError, match="brush centre must be True"):
         torch.ops.cpia.channel_stroke(*args[:3], torch.tensor([[True, False, True]]), *args[4:])
+    huge_brush = torch.ones(1, 1, dtype=torch.bool).expand(46341, 46341)  # 2^31 + 5657 cells, no memory
+    message = "brush must have at most 2\\^31 - 1024 cells, got 2147488281"
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.cpia.channel_stroke(*args[:3], huge_brush, *args[4:])
+    with pytest.raises(ValueError, match=message):
+        make_brush(huge_brush)
+    with pytest.raises(ValueError, match=message):
+        make_brush(23170)
     bad_table = torch.tensor([1.0, 0.5, 0.7])
     with pytest.raises(RuntimeError, match="distance_weights must be finite, >= 0 and non-increasing, got entry 2"):
         torch.ops.cpia.channel_stroke(*args[:4], bad_table, *args[5:])
