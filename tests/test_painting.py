@@ -295,6 +295,7 @@ def test_a_run_that_cannot_fit_is_refused_before_painting(image, generator, monk
     (dict(background="no-such-colour"), "background must be"),
     (dict(seed=-1), r"seed must be an int in \[0, 2\^63 - 1\], got -1"),
     (dict(seed=1.0), "seed must be an int"),
+    (dict(last_labels="person"), r"last_labels: expected a tuple of labels, got the single string 'person'"),
 ])
 def test_bad_settings_raise_clear_errors(image, generator, options, message):
     with pytest.raises(ValueError, match=message):

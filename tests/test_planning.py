@@ -145,6 +145,17 @@ def test_order_rejects_bad_arguments(regions):
         order_regions([Region(regions[0].mask, "a", float("nan"))])
     with pytest.raises(PlanningError, match="expected the masks' shape"):
         with_background(regions, (5, 6))
+    with pytest.raises(PlanningError, match="reverse: expected True or False, got 'yes'"):
+        order_regions(regions, reverse="yes")
+    with pytest.raises(PlanningError, match="skip_background: expected True or False, got None"):
+        order_regions(regions, skip_background=None)
+    with pytest.raises(PlanningError, match=r"shape: expected \(H, W\) of ints, got \(2.7, 3.9\)"):
+        order_regions([], shape=(2.7, 3.9))
+
+
+def test_a_label_listed_twice_moves_its_regions_once(regions):
+    assert labels_of(order_regions(regions, "score", first_labels=("a", "a"), last_labels=("person", "person"))) == [
+        "a", "b", BACKGROUND_LABEL, "person"]
 
 
 def test_resolve_overlaps_gives_pixels_to_the_first_claim():
@@ -230,7 +241,12 @@ def test_segments_uniform_image_scores_zero_and_bad_options_fail():
     assert all(r.score == 0.0 for r in regions)
     with pytest.raises(PlanningError, match="num_regions: expected an int >= 1, got 0"):
         SegmentsPlanner(num_regions=0)
-    with pytest.raises(PlanningError, match="spatial_weight: expected a number >= 0"):
+    for options, message in [({"compactness": 0}, "compactness: expected a finite number > 0, got 0"),
+                             ({"spatial_weight": float("inf")}, "spatial_weight: expected a finite number >= 0"),
+                             ({"seed": -1}, r"seed: expected an int in \[0, 2\^63 - 1\], got -1")]:
+        with pytest.raises(PlanningError, match=message):
+            SegmentsPlanner(**options)
+    with pytest.raises(PlanningError, match="spatial_weight: expected a finite number >= 0"):
         SegmentsPlanner(spatial_weight=-1)
     with pytest.raises(PlanningError, match=r"expected shape \(3, H, W\)"):
         SegmentsPlanner().plan(torch.rand(1, 3, 8, 8))
@@ -306,6 +322,35 @@ def test_maskrcnn_rejects_malformed_detector_output_and_options():
             torch.rand(3, 5, 6))
     with pytest.raises(PlanningError, match="score_threshold: expected a number in \\[0, 1\\], got 2"):
         MaskRCNNPlanner(detector=FakeDetector(wrong_size), score_threshold=2)
+    with pytest.raises(PlanningError, match="weights: expected a file path, got int"):
+        MaskRCNNPlanner(weights=123, detector=FakeDetector(wrong_size))
+    with pytest.raises(PlanningError, match="category_names: expected a list of str, got 'abc'"):
+        MaskRCNNPlanner(detector=FakeDetector(wrong_size), category_names="abc")
+    nan_score = {"labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, float("nan")]),
+                 "masks": torch.ones(2, 1, 5, 6)}
+    with pytest.raises(PlanningError, match=r"expected finite scores, got \[0.89.*, nan\]"):
+        MaskRCNNPlanner(detector=FakeDetector(nan_score)).plan(torch.rand(3, 5, 6))
+
+
+def test_yolo_regions_are_the_best_non_empty_detections():
+    """Detections with an empty mask do not take a place among max_regions."""
+    from cpia_cuda.planning.yolo_seg import Detections, YoloSegPlanner
+
+    masks = torch.zeros(5, 4, 4, dtype=torch.bool)
+    masks[[1, 3, 4], 0, 0] = True  # detections 0 and 2 have empty masks
+    asked = []
+
+    def detect(image, max_detections=None):
+        asked.append(max_detections)
+        kept = slice(0, max_detections)
+        return Detections(boxes=torch.zeros(5, 4)[kept], scores=torch.linspace(0.9, 0.5, 5)[kept],
+                          class_ids=torch.arange(5)[kept], masks=masks[kept])
+
+    planner = YoloSegPlanner.__new__(YoloSegPlanner)
+    planner.max_regions, planner.class_names, planner.detect = 2, [f"class{k}" for k in range(5)], detect
+    assert labels_of(planner.plan(torch.rand(3, 4, 4))) == ["class1", "class3"] and asked == [2, 4]
+    planner.max_regions, asked[:] = 9, []
+    assert labels_of(planner.plan(torch.rand(3, 4, 4))) == ["class1", "class3", "class4"] and asked == [9]
 
 
 def test_maskrcnn_missing_weights_say_where_to_get_them(tmp_path, monkeypatch):
@@ -400,6 +445,24 @@ def test_restricted_loader_refuses_unknown_globals(tmp_path):
     (tmp_path / "plain.pkl").write_bytes(b"not a zip")
     with pytest.raises(PlanningError, match="expected a torch zip archive"):
         load_checkpoint_records(tmp_path / "plain.pkl")
+
+
+def test_restricted_loader_refuses_to_change_its_functions_or_to_inflate_a_storage(tmp_path):
+    import zipfile
+
+    from cpia_cuda.planning.yolo_seg import _rebuild_parameter, load_checkpoint_records
+
+    defaults = _rebuild_parameter.__defaults__
+    path = tmp_path / "build.pt"
+    with zipfile.ZipFile(path, "w") as archive:  # GLOBAL _rebuild_parameter, then BUILD its __defaults__
+        archive.writestr("archive/data.pkl", b"ctorch._utils\n_rebuild_parameter\n(N}S'__defaults__'\n(I7\ntstb.")
+    with pytest.raises(PlanningError, match="tries to set the state of _rebuild_parameter"):
+        load_checkpoint_records(path)
+    assert _rebuild_parameter.__defaults__ == defaults
+
+    torch.save({"anchors": torch.ones(1).expand(2000, 2000)}, tmp_path / "inflated.pt")  # 4 bytes, stride 0
+    with pytest.raises(PlanningError, match=r"size \(2000, 2000\) holds more elements than its storage of 1"):
+        load_checkpoint_records(tmp_path / "inflated.pt")
 
 
 def test_restricted_loader_rebuilds_modules_as_records_and_tensors_exactly(tmp_path):

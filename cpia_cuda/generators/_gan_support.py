@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .._weights import load_failure_reason
-from .base import MAX_SEED, GeneratorError
+from .._seeds import MAX_SEED
+from .base import GeneratorError
 
 
 def describe(value: Any) -> str:

@@ -21,11 +21,6 @@ import torch
 from torch import nn
 
 
-# The largest seed taken anywhere (GAN latents, planners): torch.Generator seeds are 64-bit, kept
-# non-negative so that every seed means the same thing to numpy too.
-MAX_SEED = 2**63 - 1
-
-
 @dataclass(frozen=True)
 class Layer:
     """An operable layer: ``index`` is the paper's l (1-based, forward order)."""

@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 
 from ..generators import DEFAULT_GENERATOR, load_generator
-from ..generators.base import MAX_SEED, Generator, Layer
+from .._seeds import MAX_SEED
+from ..generators.base import Generator, Layer
 from ..ops import channel_flush, channel_stroke
 from ..planning.base import Planner, Region
-from ..planning.order import order_regions, resolve_overlaps
+from ..planning.order import check_labels, order_regions, resolve_overlaps
 from ..planning.registry import PLANNERS, make_planner
 from .memory import MemoryEstimate, estimate_memory
 from .render import (CanvasRenderer, frame_mask, frame_thresholds, parse_background, preview_shape,
@@ -269,7 +270,8 @@ def paint(
         sigma=sigma, min_response=min_response, max_strokes=max_strokes, max_coverage=max_coverage,
         planner=planner if isinstance(planner, str) or planner is None else getattr(planner, "name", "custom"),
         planner_options=dict(planner_options or {}), order=order, skip_background=skip_background,
-        first_labels=tuple(first_labels), last_labels=tuple(last_labels), reverse_order=reverse_order,
+        first_labels=check_labels("first_labels", first_labels), last_labels=check_labels("last_labels", last_labels),
+        reverse_order=reverse_order,
         frames=DEFAULT_FRAMES if frames is None and every is None else frames, every=every, seed=seed,
         backend=backend, preview_size=preview_size, background=parse_background(background),
         step_fill=step_fill, frame_batch=frame_batch,

@@ -5,6 +5,7 @@ A planner turns an image (3, H, W) float in [0, 1] into regions; an order policy
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -28,3 +29,9 @@ class Planner:
 
     def plan(self, image: torch.Tensor) -> list[Region]:
         raise NotImplementedError
+
+
+def check_weights_path(weights: object) -> None:
+    """PlanningError unless ``weights`` is None (the planner's default) or a file path."""
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise PlanningError(f"weights: expected a file path, got {type(weights).__name__}")

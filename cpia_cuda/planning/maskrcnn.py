@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .._weights import load_failure_reason
-from .base import Planner, PlanningError, Region
+from .base import Planner, PlanningError, Region, check_weights_path
 from .order import check_image
 
 # A detector takes a list of images (3, H, W) in [0, 1] and returns one dict per image with
@@ -110,7 +110,11 @@ class MaskRCNNPlanner(Planner):
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.max_regions = max_regions
+        if category_names is not None and (isinstance(category_names, str) or not all(
+                isinstance(name, str) for name in category_names)):
+            raise PlanningError(f"category_names: expected a list of str, got {category_names!r}")
         self.category_names = list(category_names) if category_names is not None else coco_category_names()
+        check_weights_path(weights)
         if detector is None:
             detector = build_maskrcnn(weights, input_size).to(self.device)
         elif not callable(detector):
@@ -141,6 +145,8 @@ class MaskRCNNPlanner(Planner):
                                 f"scores, got masks {tuple(detection['masks'].shape)}, {len(labels)} labels, "
                                 f"{len(scores)} scores")
 
+        if not bool(torch.isfinite(scores).all()):
+            raise PlanningError(f"detector output['scores']: expected finite scores, got {scores.tolist()}")
         order = torch.argsort(scores.detach().cpu().float(), descending=True, stable=True)
         regions: list[Region] = []
         for index in order.tolist():

@@ -14,6 +14,7 @@ A typical plan::
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -74,9 +75,11 @@ def check_regions(regions: object) -> list[Region]:
 
 def _check_shape(shape: object) -> tuple[int, int]:
     try:
-        height, width = (int(size) for size in shape)  # type: ignore[union-attr]
+        height, width = (operator.index(size) for size in shape)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise PlanningError(f"shape: expected (H, W), got {shape!r}") from None
+        raise PlanningError(f"shape: expected (H, W) of ints, got {shape!r}") from None
+    if isinstance(height, bool) or isinstance(width, bool):
+        raise PlanningError(f"shape: expected (H, W) of ints, got {shape!r}")
     if height < 1 or width < 1:
         raise PlanningError(f"shape: expected H, W >= 1, got {(height, width)}")
     return height, width
@@ -135,7 +138,10 @@ def order_regions(
     regions = check_regions(regions)
     if policy not in POLICIES:
         raise PlanningError(f"policy: expected one of {POLICIES}, got {policy!r}")
-    last_labels, first_labels = _check_labels("last_labels", last_labels), _check_labels("first_labels", first_labels)
+    for name, value in (("skip_background", skip_background), ("reverse", reverse)):
+        if not isinstance(value, bool):
+            raise PlanningError(f"{name}: expected True or False, got {value!r}")
+    last_labels, first_labels = check_labels("last_labels", last_labels), check_labels("first_labels", first_labels)
     clash = set(last_labels) & set(first_labels)
     if clash:
         raise PlanningError(f"labels {sorted(clash)} are in both first_labels and last_labels")
@@ -166,7 +172,9 @@ def order_regions(
     return first + middle + last
 
 
-def _check_labels(name: str, labels: object) -> tuple[str, ...]:
+def check_labels(name: str, labels: object) -> tuple[str, ...]:
+    """``labels`` as a tuple of distinct str labels (first listing kept); a PlanningError for a
+    single string (``"person"`` would be read as its letters) or anything that is not str labels."""
     if isinstance(labels, str):
         raise PlanningError(f"{name}: expected a tuple of labels, got the single string {labels!r} "
                             f"(write ({labels!r},))")
@@ -177,7 +185,7 @@ def _check_labels(name: str, labels: object) -> tuple[str, ...]:
     for label in labels:
         if not isinstance(label, str):
             raise PlanningError(f"{name}: expected str labels, got {label!r}")
-    return labels
+    return tuple(dict.fromkeys(labels))
 
 
 def resolve_overlaps(regions: Sequence[Region]) -> list[Region]:

@@ -25,7 +25,7 @@ def make_planner(name: str, **options) -> Planner:
     Raises PlanningError for an unknown name, and whatever the planner raises (PlanningError) when
     its weights are missing or an option is bad.
     """
-    if name not in PLANNERS:
+    if not isinstance(name, str) or name not in PLANNERS:
         raise PlanningError(f"planner: expected one of {planner_names()}, got {name!r}")
     module_name, class_name = PLANNERS[name]
     planner_class = getattr(importlib.import_module(module_name), class_name)

@@ -6,11 +6,14 @@ and centroid, so the painting pipeline always has a plan even without a detector
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from skimage.color import rgb2lab
 from skimage.segmentation import slic
 
+from .._seeds import MAX_SEED
 from .base import Planner, PlanningError, Region
 from .order import check_image
 
@@ -69,11 +72,14 @@ class SegmentsPlanner(Planner):
         for name, value in (("num_regions", num_regions), ("num_superpixels", num_superpixels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PlanningError(f"{name}: expected an int >= 1, got {value!r}")
-        for name, value in (("compactness", compactness), ("spatial_weight", spatial_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise PlanningError(f"{name}: expected a number >= 0, got {value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise PlanningError(f"seed: expected an int, got {seed!r}")
+        if isinstance(compactness, bool) or not isinstance(compactness, (int, float)) \
+                or not 0 < compactness < math.inf:
+            raise PlanningError(f"compactness: expected a finite number > 0, got {compactness!r}")
+        if isinstance(spatial_weight, bool) or not isinstance(spatial_weight, (int, float)) \
+                or not 0 <= spatial_weight < math.inf:
+            raise PlanningError(f"spatial_weight: expected a finite number >= 0, got {spatial_weight!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise PlanningError(f"seed: expected an int in [0, 2^63 - 1], got {seed!r}")
         self.num_regions = num_regions
         self.num_superpixels = max(num_superpixels, num_regions)
         self.compactness = float(compactness)

