@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -324,8 +325,11 @@ def test_maskrcnn_rejects_malformed_detector_output_and_options():
         MaskRCNNPlanner(detector=FakeDetector(wrong_size), score_threshold=2)
     with pytest.raises(PlanningError, match="weights: expected a file path, got int"):
         MaskRCNNPlanner(weights=123, detector=FakeDetector(wrong_size))
-    with pytest.raises(PlanningError, match="category_names: expected a list of str, got 'abc'"):
-        MaskRCNNPlanner(detector=FakeDetector(wrong_size), category_names="abc")
+    for names in ("abc", 5, ["person", 5]):
+        with pytest.raises(PlanningError, match=re.escape(f"category_names: expected a list of str, got {names!r}")):
+            MaskRCNNPlanner(detector=FakeDetector(wrong_size), category_names=names)
+    from_generator = MaskRCNNPlanner(detector=FakeDetector(wrong_size), category_names=(n for n in ("bg", "cat")))
+    assert from_generator.category_names == ["bg", "cat"]
     nan_score = {"labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, float("nan")]),
                  "masks": torch.ones(2, 1, 5, 6)}
     with pytest.raises(PlanningError, match=r"expected finite scores, got \[0.89.*, nan\]"):
@@ -333,24 +337,28 @@ def test_maskrcnn_rejects_malformed_detector_output_and_options():
 
 
 def test_yolo_regions_are_the_best_non_empty_detections():
-    """Detections with an empty mask do not take a place among max_regions."""
-    from cpia_cuda.planning.yolo_seg import Detections, YoloSegPlanner
+    """Detections with an empty mask do not take a place among max_regions, and masks are only
+    assembled for the chunks of detections needed."""
+    from cpia_cuda.planning.yolo_seg import MAX_DETECTIONS, Detections, YoloSegPlanner
 
     masks = torch.zeros(5, 4, 4, dtype=torch.bool)
     masks[[1, 3, 4], 0, 0] = True  # detections 0 and 2 have empty masks
-    asked = []
+    assembled = []
 
-    def detect(image, max_detections=None):
-        asked.append(max_detections)
-        kept = slice(0, max_detections)
-        return Detections(boxes=torch.zeros(5, 4)[kept], scores=torch.linspace(0.9, 0.5, 5)[kept],
-                          class_ids=torch.arange(5)[kept], masks=masks[kept])
+    def detections(image, max_detections, chunk):
+        assert max_detections == MAX_DETECTIONS
+        for start in range(0, 5, chunk):
+            part = slice(start, start + chunk)
+            assembled.append(part)
+            yield Detections(boxes=torch.zeros(5, 4)[part], scores=torch.linspace(0.9, 0.5, 5)[part],
+                             class_ids=torch.arange(5)[part], masks=masks[part])
 
     planner = YoloSegPlanner.__new__(YoloSegPlanner)
-    planner.max_regions, planner.class_names, planner.detect = 2, [f"class{k}" for k in range(5)], detect
-    assert labels_of(planner.plan(torch.rand(3, 4, 4))) == ["class1", "class3"] and asked == [2, 4]
-    planner.max_regions, asked[:] = 9, []
-    assert labels_of(planner.plan(torch.rand(3, 4, 4))) == ["class1", "class3", "class4"] and asked == [9]
+    planner.class_names, planner._detections = [f"class{k}" for k in range(5)], detections
+    planner.max_regions = 2
+    assert labels_of(planner.plan(torch.rand(3, 4, 4))) == ["class1", "class3"] and len(assembled) == 2
+    planner.max_regions, assembled[:] = 9, []
+    assert labels_of(planner.plan(torch.rand(3, 4, 4))) == ["class1", "class3", "class4"] and len(assembled) == 1
 
 
 def test_maskrcnn_missing_weights_say_where_to_get_them(tmp_path, monkeypatch):
@@ -448,8 +456,6 @@ def test_restricted_loader_refuses_unknown_globals(tmp_path):
 
 
 def test_restricted_loader_refuses_to_change_its_functions_or_to_inflate_a_storage(tmp_path):
-    import zipfile
-
     from cpia_cuda.planning.yolo_seg import _rebuild_parameter, load_checkpoint_records
 
     defaults = _rebuild_parameter.__defaults__

@@ -80,6 +80,16 @@ def build_maskrcnn(weights: str | Path | None = None, input_size: int = 800) -> 
     return model.eval()
 
 
+def _names(category_names: object) -> list[str]:
+    try:
+        names = None if isinstance(category_names, str) else list(category_names)  # type: ignore[call-overload]
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(name, str) for name in names):
+        raise PlanningError(f"category_names: expected a list of str, got {category_names!r}")
+    return names
+
+
 class MaskRCNNPlanner(Planner):
     """Regions from Mask R-CNN instance masks with COCO labels, by descending detection score.
 
@@ -110,10 +120,7 @@ class MaskRCNNPlanner(Planner):
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.max_regions = max_regions
-        if category_names is not None and (isinstance(category_names, str) or not all(
-                isinstance(name, str) for name in category_names)):
-            raise PlanningError(f"category_names: expected a list of str, got {category_names!r}")
-        self.category_names = list(category_names) if category_names is not None else coco_category_names()
+        self.category_names = coco_category_names() if category_names is None else _names(category_names)
         check_weights_path(weights)
         if detector is None:
             detector = build_maskrcnn(weights, input_size).to(self.device)

@@ -20,7 +20,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -610,6 +610,11 @@ def _check_positive_int(name: str, value: object) -> int:
     return value
 
 
+# NMS keeps at most this many detections (YOLOv5's max_det); plan() takes the best max_regions of
+# them whose mask is not empty.
+MAX_DETECTIONS = 300
+
+
 class YoloSegPlanner(Planner):
     """Regions from YOLOv5-seg instance masks (COCO labels), one per detection, by descending score.
 
@@ -644,29 +649,37 @@ class YoloSegPlanner(Planner):
     def detect(self, image: torch.Tensor, max_detections: int | None = None) -> Detections:
         """Boxes, scores, class ids and bool masks (at image resolution) for one image (3, H, W) in [0, 1]:
         the best ``max_detections`` (default ``max_regions``) by descending score."""
+        return next(self._detections(image, max_detections or self.max_regions, chunk=None))
+
+    @torch.no_grad()
+    def _detections(self, image: torch.Tensor, max_detections: int, chunk: int | None) -> Iterator[Detections]:
+        """The network and NMS once, then the detections in score order, ``chunk`` at a time (all at once
+        for None): the masks, at image resolution, are only assembled for the chunks asked for."""
         image = check_image(image).to(self.device, torch.float32)
         batch, fit = letterbox(image, self.input_size)
         predictions, prototypes = self.model(batch)
         rows = select_detections(predictions[0], self.model.num_classes, self.score_threshold,
-                                 self.iou_threshold, max_detections or self.max_regions)
+                                 self.iou_threshold, max_detections)
         height, width = image.shape[-2:]
         # Boxes from letterboxed input pixels back to image pixels.
         boxes = rows[:, :4].clone()
         boxes[:, 0::2] = ((boxes[:, 0::2] - fit.pad_left) / fit.scale).clamp(0, width)
         boxes[:, 1::2] = ((boxes[:, 1::2] - fit.pad_top) / fit.scale).clamp(0, height)
-        masks = assemble_masks(rows[:, 6:], prototypes[0], boxes, fit, (height, width), tuple(batch.shape[-2:]),
-                               self.mask_threshold)
-        return Detections(boxes=boxes.cpu(), scores=rows[:, 4].cpu(), class_ids=rows[:, 5].long().cpu(),
-                          masks=masks.cpu())
+        step = chunk or max(len(rows), 1)
+        for start in range(0, max(len(rows), 1), step):
+            part = slice(start, start + step)
+            masks = assemble_masks(rows[part, 6:], prototypes[0], boxes[part], fit, (height, width),
+                                   tuple(batch.shape[-2:]), self.mask_threshold)
+            yield Detections(boxes=boxes[part].cpu(), scores=rows[part, 4].cpu(),
+                             class_ids=rows[part, 5].long().cpu(), masks=masks.cpu())
 
     def plan(self, image: torch.Tensor) -> list[Region]:
-        """The best ``max_regions`` detections whose mask is not empty."""
-        limit = self.max_regions
-        while True:
-            found = self.detect(image, max_detections=limit)
-            regions = [Region(mask=mask, label=self.class_names[int(class_id)], score=float(score))
-                       for mask, class_id, score in zip(found.masks, found.class_ids, found.scores)
-                       if bool(mask.any())]
-            if len(regions) >= self.max_regions or len(found.scores) < limit:
-                return regions[: self.max_regions]
-            limit *= 2  # empty masks took places: the next best (a prefix of the same score order) follow
+        """The best ``max_regions`` detections whose mask is not empty (among the best MAX_DETECTIONS)."""
+        regions: list[Region] = []
+        for found in self._detections(image, MAX_DETECTIONS, chunk=self.max_regions):
+            regions += [Region(mask=mask, label=self.class_names[int(class_id)], score=float(score))
+                        for mask, class_id, score in zip(found.masks, found.class_ids, found.scores)
+                        if bool(mask.any())]
+            if len(regions) >= self.max_regions:
+                break
+        return regions[: self.max_regions]
