@@ -571,3 +571,13 @@ def test_gan_arguments_of_other_python_types(eyes):
     for seed in (-1, 2**63):
         with pytest.raises(GeneratorError, match=r"seed must be an integer in \[0, 2\^63 - 1\]"):
             eyes.sample_inputs(1, seed)
+
+
+def test_registry_generators_are_frozen_and_in_eval_mode(eyes):
+    """Loaded by name, a generator is for inference: no autograd graph is built through it."""
+    from cpia_cuda.generators import load_generator
+
+    generator = load_generator("eyes")
+    assert not generator.training and not any(p.requires_grad for p in generator.parameters())
+    inputs = generator.sample_inputs(1, 0)
+    assert not generator(inputs, generator.make_context(keyword="blue", inputs=inputs)).requires_grad
