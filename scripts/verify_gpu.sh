@@ -4,12 +4,14 @@
 # equivalence, opcheck, generators and the painting pipeline on the device), then the benchmarks
 # with the reference on the GPU, and writes the logs and report.md to OUTDIR.
 #
-#   scripts/verify_gpu.sh OUTDIR [--wheels DIR] [benchmark options]
+#   [CPIA_COMMIT=HASH] scripts/verify_gpu.sh OUTDIR [--wheels DIR] [benchmark options]
 #
 # Uses the machine's own python3 and torch; needs setuptools, ninja, pytest, numpy. Packages the
 # machine lacks can come as wheels in DIR (scripts/fetch_gpu_wheels.sh makes that folder on a
-# machine with a package index); they are installed into a folder under OUTDIR, not into the
-# system. Tests whose packages are missing skip and say why (pytest -rs).
+# machine with a package index); they are installed into a temporary folder, not into the system,
+# and OUTDIR holds only the results: gpu.txt, build.log, tests.log, tests.xml, benchmarks.log,
+# report.md. Tests whose packages are missing skip and say why (pytest -rs). The report names the
+# commit from git, or from CPIA_COMMIT where the tree is a copy without .git.
 set -euo pipefail
 out=${1:?usage: scripts/verify_gpu.sh OUTDIR [--wheels DIR] [benchmark options]}
 shift
@@ -27,17 +29,26 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 started=$SECONDS
 stage() { echo "== $1 (at $((SECONDS - started)) s)"; }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+export CPIA_COMMIT=${CPIA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  "$python" -c "import sys, setuptools, torch; print('python', sys.version.split()[0], '| torch', torch.__version__,
+                '| setuptools', setuptools.__version__)"
+  echo "commit $CPIA_COMMIT"
+} | tee "$out/gpu.txt"
 if [ -n "$wheels" ]; then
   stage "wheels from $wheels"
-  "$python" -m pip install -q --no-index --no-deps --target "$out/site-packages" "$wheels"/*.whl
-  export PYTHONPATH="$PYTHONPATH:$out/site-packages"
+  site=$(mktemp -d)
+  trap 'rm -rf "$site"' EXIT
+  "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl
+  export PYTHONPATH="$PYTHONPATH:$site"
 fi
 stage build
 CPIA_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} "$python" setup.py build_ext --inplace >"$out/build.log" 2>&1 || {
   tail -n 60 "$out/build.log"; exit 1; }
 tail -n 2 "$out/build.log"
-"$python" -c "import cpia_cuda._ops as o; assert o.cuda_kernels_available(), 'built without CUDA kernels'"
+"$python" -c "import cpia_cuda._ops as o
+assert o.cuda_kernels_available(), f'no CUDA kernels in the built extension (import error: {o._EXTENSION_ERROR})'"
 stage tests
 # The suite's result does not stop the benchmarks: both logs are wanted from one run.
 tests_status=0
