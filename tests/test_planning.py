@@ -150,6 +150,7 @@ def test_order_rejects_bad_arguments(regions):
         order_regions(regions, reverse="yes")
     with pytest.raises(PlanningError, match="skip_background: expected True or False, got None"):
         order_regions(regions, skip_background=None)
+    assert labels_of(order_regions(regions, reverse=np.True_)) == labels_of(order_regions(regions, reverse=True))
     with pytest.raises(PlanningError, match=r"shape: expected \(H, W\) of ints, got \(2.7, 3.9\)"):
         order_regions([], shape=(2.7, 3.9))
 

@@ -17,6 +17,7 @@ import math
 import operator
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .base import PlanningError, Region
@@ -139,7 +140,7 @@ def order_regions(
     if policy not in POLICIES:
         raise PlanningError(f"policy: expected one of {POLICIES}, got {policy!r}")
     for name, value in (("skip_background", skip_background), ("reverse", reverse)):
-        if not isinstance(value, bool):
+        if not isinstance(value, (bool, np.bool_)):
             raise PlanningError(f"{name}: expected True or False, got {value!r}")
     last_labels, first_labels = check_labels("last_labels", last_labels), check_labels("first_labels", first_labels)
     clash = set(last_labels) & set(first_labels)
