@@ -96,6 +96,11 @@ def _check_int(name: str, value, low: int, high: Optional[int] = None, high_name
     return value
 
 
+def _check_tau(tau, channels: int) -> int:
+    # With no channels no tau is in range; its type and sign are still checked.
+    return _check_int("tau", tau, 1, channels, "C") if channels > 0 else _check_int("tau", tau, 1)
+
+
 def _check_real(name: str, value, low: float, high: float, low_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -289,9 +294,7 @@ def _flush_op_args(Y: torch.Tensor, tau: int, allowed: Optional[torch.Tensor]) -
     Y = _check_activation(Y)
     batched = Y.dim() == 4
     Y4 = Y if batched else Y.unsqueeze(0)
-    C = Y4.shape[1]
-    # With no channels no tau is in range; its type and sign are still checked.
-    tau = _check_int("tau", tau, 1, C, "C") if C > 0 else _check_int("tau", tau, 1)
+    tau = _check_tau(tau, Y4.shape[1])
     return Y4.contiguous(), _allowed_4d(allowed, Y4, batched), tau
 
 
@@ -329,8 +332,7 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
     batched = Y.dim() == 4
     Y4 = Y if batched else Y.unsqueeze(0)
     N, C, H, W = Y4.shape
-    # With no channels no tau is in range; its type and sign are still checked.
-    tau = _check_int("tau", tau, 1, C, "C") if C > 0 else _check_int("tau", tau, 1)
+    tau = _check_tau(tau, C)
     p = _check_int("p", p, 1, tau, "tau")
     m = _check_real("m", m, 0.0, 1.0, low_open=True)
     channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)

@@ -24,7 +24,6 @@ import contextlib
 import importlib
 import inspect
 import itertools
-import numbers
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,8 +33,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from .._seeds import is_seed
 from ..generators import DEFAULT_GENERATOR, load_generator
-from .._seeds import MAX_SEED
 from ..generators.base import Generator, Layer
 from ..ops import channel_flush, channel_stroke
 from ..planning.base import Planner, Region
@@ -257,7 +256,7 @@ def paint(
         memory; GeneratorError / PlanningError / the ops' errors for their own arguments.
     """
     started = time.perf_counter()
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+    if not is_seed(seed):
         raise PaintingError(f"seed must be an int in [0, 2^63 - 1], got {seed!r}")
     seed = int(seed)  # numpy integers too: the planners and the log take a plain int
     generator = _resolve_generator(generator, weights, device)

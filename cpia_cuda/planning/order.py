@@ -79,8 +79,6 @@ def _check_shape(shape: object) -> tuple[int, int]:
         height, width = (operator.index(size) for size in shape)  # type: ignore[union-attr]
     except (TypeError, ValueError):
         raise PlanningError(f"shape: expected (H, W) of ints, got {shape!r}") from None
-    if isinstance(height, bool) or isinstance(width, bool):
-        raise PlanningError(f"shape: expected (H, W) of ints, got {shape!r}")
     if height < 1 or width < 1:
         raise PlanningError(f"shape: expected H, W >= 1, got {(height, width)}")
     return height, width
