@@ -7,8 +7,10 @@ import os
 import statistics
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import cpia_cuda
+from cpia_cuda.painting.outputs import atomic_write_with
 
 from .inputs import correlated_activation
 from .suite import available_backends, time_once
@@ -169,7 +171,7 @@ def format_scaling(points: list[ScalingPoint]) -> str:
     return "\n".join(lines)
 
 
-def plot_scaling(points: list[ScalingPoint], path: str) -> None:
+def plot_scaling(points: list[ScalingPoint], path: str | Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,5 +193,5 @@ def plot_scaling(points: list[ScalingPoint], path: str) -> None:
         axis.legend()
     figure.suptitle(f"channel_stroke: time per stroke ({STROKES} strokes; base {BASE})")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_write_with(Path(path), lambda tmp: figure.savefig(tmp, dpi=100))
     plt.close(figure)

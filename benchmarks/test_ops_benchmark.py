@@ -1,6 +1,8 @@
 """pytest-benchmark cases: ``pytest benchmarks/ --benchmark-only`` (not part of the test suite).
 
-The same inputs as ``python -m benchmarks``; each fused case asserts it matches the reference first.
+The same inputs as ``python -m benchmarks``. Each fused case first asserts that it matches the
+reference (the stroke cases on their first strokes, the flush case whole); the torch.topk baseline
+runs on every device a fused case runs on.
 """
 
 import pytest
@@ -44,14 +46,21 @@ def test_stroke_small_reference(benchmark):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_stroke_batch(benchmark, backend):
     Y = correlated_activation((64, 64, 32, 32), seed=1).to("cuda" if backend == "cuda" else "cpu")
+    prefix = cpia_cuda.channel_stroke(Y.cpu(), 16, backend="reference", max_strokes=5)
+    assert torch.equal(cpia_cuda.channel_stroke(Y, 16, backend=backend, max_strokes=5).order.cpu(), prefix.order)
     benchmark(lambda: (cpia_cuda.channel_stroke(Y, 16, backend=backend), _sync(backend)))
 
 
-@pytest.mark.parametrize("backend", BACKENDS + ["topk"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_flush_std(benchmark, backend):
-    device = "cuda" if backend == "cuda" else "cpu"
+    Y = correlated_activation((512, 128, 128))
+    reference = cpia_cuda.channel_flush(Y, 256, backend="reference")
+    Y = Y.to("cuda" if backend == "cuda" else "cpu")
+    assert torch.equal(cpia_cuda.channel_flush(Y, 256, backend=backend).cpu(), reference)
+    benchmark(lambda: (cpia_cuda.channel_flush(Y, 256, backend=backend), _sync(backend)))
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_flush_std_topk_baseline(benchmark, device):
     Y = correlated_activation((512, 128, 128)).to(device)
-    if backend == "topk":
-        benchmark(lambda: topk_flush(Y, 256))
-    else:
-        benchmark(lambda: (cpia_cuda.channel_flush(Y, 256, backend=backend), _sync(device)))
+    benchmark(lambda: (topk_flush(Y, 256), _sync(device)))

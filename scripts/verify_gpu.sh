@@ -55,7 +55,7 @@ tests_status=0
 "$python" -m pytest -q -rs -p no:cacheprovider --junitxml="$out/tests.xml" tests 2>&1 | tee "$out/tests.log" ||
   tests_status=$?
 stage benchmarks
-"$python" -m benchmarks --backends reference,cpu,cuda --reference-device cuda --out "$out" "$@" \
+"$python" -m benchmarks --backends reference,cpu,cuda --reference-device cuda --out "$out" --overwrite "$@" \
   2>&1 | tee "$out/benchmarks.log"
 stage "done (tests exit status $tests_status)"
 exit "$tests_status"

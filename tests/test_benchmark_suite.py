@@ -9,7 +9,10 @@ from cpia_cuda import channel_stroke
 from benchmarks.inputs import correlated_activation
 from benchmarks.scaling import (STROKES_SCOPE, ScalingPoint, format_scaling, growth_per_4x, measure_sweep,
                                 profiled_scope_seconds)
-from benchmarks.suite import FlushCase, StrokeCase, format_table, run_flush_case, run_stroke_case
+from benchmarks import suite
+from benchmarks.__main__ import main as benchmarks_main
+from benchmarks.suite import (FlushCase, StrokeCase, available_backends, format_table, run_flush_case,
+                              run_stroke_case)
 
 
 def test_stroke_case_rows_and_identity():
@@ -31,10 +34,68 @@ def test_reference_prefix_is_labelled_as_extrapolated():
     assert rows["cpu"].identical == "yes (first 5 strokes)"
 
 
+def test_extrapolation_counts_the_set_up_once(monkeypatch):
+    # A reference whose every call costs 1 s before its first stroke and 0.1 s per stroke: 30
+    # strokes take 4 s, not the (1 + 0.5) / 5 * 30 = 9 s that scaling the whole prefix would say.
+    clock = [0.0]
+    real = suite.cpia_cuda.channel_stroke
+
+    def costed(Y, tau, backend="auto", **params):
+        result = real(Y, tau, backend=backend, **params)
+        clock[0] += 1.0 + 0.1 * result.num_strokes if backend == "reference" else 0.001
+        return result
+
+    monkeypatch.setattr(suite.cpia_cuda, "channel_stroke", costed)
+    monkeypatch.setattr(suite.time, "perf_counter", lambda: clock[0])
+    case = StrokeCase("prefix", lambda: correlated_activation((6, 10, 10)), 2, dict(max_strokes=30),
+                      reference_prefix=5)
+    rows = {row.backend: row for row in run_stroke_case(case, ("reference", "cpu"), repeats=1)}
+    assert rows["reference"].seconds == pytest.approx(1.0 + 0.1 * 30)
+    assert "1.50 s, of which 1.00 s before the first stroke" in rows["reference"].note
+
+
 def test_flush_case_compares_with_reference_and_topk():
     case = FlushCase("flush", lambda: correlated_activation((16, 6, 6)), 5)
     rows = {row.backend: row for row in run_flush_case(case, ("reference", "cpu"), repeats=1)}
-    assert rows["cpu"].identical == "yes" and rows["topk"].note == "baseline"
+    assert rows["cpu"].identical == "yes" and rows["topk"].note == "baseline on cpu"
+    assert rows["cpu"].speedup == pytest.approx(rows["topk"].seconds / rows["cpu"].seconds)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--repeats", "0"], "--repeats: expected a whole number >= 1, got '0'"),
+    (["--backends", ","], "--backends: expected a comma-separated list of reference, cpu, cuda, got ','"),
+    (["--backends", "cpu,gpu"], "--backends: expected a comma-separated list"),
+    (["--backends", "reference"], "the reference is timed beside a fused backend"),
+])
+def test_command_line_refuses_bad_options(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmarks_main(argv + ["--skip-ops"])
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
+@pytest.mark.skipif(available_backends(("cuda",)) == ("cuda",), reason="CUDA runs here")
+def test_command_line_refuses_cuda_where_it_does_not_run(capsys):
+    with pytest.raises(SystemExit):
+        benchmarks_main(["--backends", "cpu,cuda", "--skip-ops"])
+    assert "--backends cuda: no CUDA device" in capsys.readouterr().err
+
+
+def test_report_is_not_overwritten_without_asking(tmp_path, capsys):
+    report = tmp_path / "report.md"
+    report.write_text("notes of my own")
+    with pytest.raises(SystemExit):
+        benchmarks_main(["--skip-ops", "--backends", "cpu", "--out", str(tmp_path)])
+    assert "pass --overwrite" in capsys.readouterr().err and report.read_text() == "notes of my own"
+    assert benchmarks_main(["--skip-ops", "--backends", "cpu", "--out", str(tmp_path), "--overwrite"]) == 0
+    assert report.read_text().startswith("Machine: ") and sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
+def test_output_folder_through_a_file_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr("benchmarks.__main__.run_suite", lambda *a, **k: pytest.fail("measured first"))
+    with pytest.raises(SystemExit):
+        benchmarks_main(["--quick", "--backends", "cpu", "--out", str(tmp_path / "file" / "results")])
+    assert "--out" in capsys.readouterr().err
 
 
 def test_correlated_activation_is_smooth_and_non_negative():
