@@ -225,8 +225,8 @@ at::Tensor channel_flush_cuda(const at::Tensor& y, const at::Tensor& allowed, in
   const int64_t N = y.size(0), C = y.size(1), HW = y.size(2) * y.size(3);
 
   // An odd pitch makes the per-location rows hit distinct shared-memory banks.
-  const int pitch = static_cast<int>(C | 1);
-  const int64_t bytes_per_location = static_cast<int64_t>(pitch) * (sizeof(uint32_t) + sizeof(uint8_t));
+  const int64_t pitch = C | 1;
+  const int64_t bytes_per_location = pitch * static_cast<int64_t>(sizeof(uint32_t) + sizeof(uint8_t));
   const int64_t shared_limit = opt_in_shared_memory();
   int locations = 32;
   while (locations > 1 && locations * bytes_per_location > shared_limit) locations /= 2;
@@ -237,8 +237,8 @@ at::Tensor channel_flush_cuda(const at::Tensor& y, const at::Tensor& allowed, in
   const int64_t groups = (HW + locations - 1) / locations;
   const FlushKernel kernel = flush_kernel_for(C);
   kernel<<<static_cast<unsigned>(N * groups), kFlushThreads, shared_bytes, c10::cuda::getCurrentCUDAStream()>>>(
-      y_c.data_ptr<float>(), allowed_c.data_ptr<bool>(), kept.data_ptr<bool>(), C, HW, groups, locations, pitch,
-      static_cast<int>(tau));
+      y_c.data_ptr<float>(), allowed_c.data_ptr<bool>(), kept.data_ptr<bool>(), C, HW, groups, locations,
+      static_cast<int>(pitch), static_cast<int>(tau));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return kept;
 }

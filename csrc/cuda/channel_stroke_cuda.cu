@@ -6,8 +6,9 @@
 // Each step the block takes
 //   (a) the max of the channel roots without the cursor channel c* (block reduction over C), and
 //   (b) the penalised best of c*: a pass over c*'s tiles computes for each a floor (a key its best
-//       element reaches for sure) and a ceiling (no element beats it); tiles whose ceiling does not
-//       beat max(a, best floor) are skipped, the others are scanned one warp per tile.
+//       element reaches for sure), a second one thread per tile its ceiling (no element beats it);
+//       tiles whose ceiling does not beat max(a, best floor) are skipped, the others are scanned one
+//       warp per tile.
 // A stroke is applied one thread per brush cell (distinct locations, so independent), each thread
 // taking the channels of P in order (they depend on each other through tau only at the cell).
 // Tiles that lost their best element are rescanned and their tree paths rebuilt by one warp per
@@ -37,6 +38,11 @@ constexpr int kThreads = 512;
 // image and tau. (A build-time knob: the emulated tests set it small to make runs span launches.)
 #ifndef CPIA_CUDA_STROKE_RECORDS_PER_LAUNCH
 #define CPIA_CUDA_STROKE_RECORDS_PER_LAUNCH (int64_t{1} << 22)
+#endif
+// Most blocks of the set-up kernels' grids, which loop over their work past it. (A build-time knob:
+// the emulated tests set it small so that the loops run.)
+#ifndef CPIA_CUDA_SETUP_GRID_BLOCKS
+#define CPIA_CUDA_SETUP_GRID_BLOCKS 65535
 #endif
 // Stop reason of an image whose stroke buffer filled up: the next launch resumes it.
 constexpr int32_t kStopBufferFull = -2;
@@ -168,16 +174,22 @@ class ImagePainter {
     }
     const Key threshold = block_max(floor_local);
 
+    // A warp takes 32 tiles, a lane's ceiling each, then scans the tiles that pass one after another.
     Key scanned = kNoCandidate;
-    const int warp = threadIdx.x >> 5;
-    for (uint32_t t = warp; t < g_.tiles; t += kWarps) {
-      const Key tile_best = leaf(cursor_c, t);  // warp-uniform
-      if (tile_best == kNoCandidate) continue;
-      const Key ceiling = tile_ceiling_key(key_score(tile_best), a_.distance_weights, a_.distance_weights_size,
-                                           tile_rect(t, g_.tiles_w, g_.H, g_.W), cursor_h, cursor_w);
-      if (ceiling <= threshold) continue;
-      const Key key = warp_scan_tile(cursor_c, t, cursor_h, cursor_w);
-      scanned = key > scanned ? key : scanned;
+    const int lane = threadIdx.x & 31;
+    for (uint32_t first_tile = (threadIdx.x >> 5) * 32; first_tile < g_.tiles; first_tile += kThreads) {
+      const uint32_t t = first_tile + lane;
+      bool passes = false;
+      if (t < g_.tiles) {
+        const Key tile_best = leaf(cursor_c, t);
+        passes = tile_best != kNoCandidate &&
+                 tile_ceiling_key(key_score(tile_best), a_.distance_weights, a_.distance_weights_size,
+                                  tile_rect(t, g_.tiles_w, g_.H, g_.W), cursor_h, cursor_w) > threshold;
+      }
+      for (uint32_t pending = __ballot_sync(0xFFFFFFFFu, passes); pending != 0; pending &= pending - 1) {
+        const Key key = warp_scan_tile(cursor_c, first_tile + (__ffs(pending) - 1), cursor_h, cursor_w);
+        scanned = key > scanned ? key : scanned;
+      }
     }
     // A floor key is never a real key, so the answer is the best other channel or a scanned element.
     return block_max(local > scanned ? local : scanned);
@@ -397,15 +409,17 @@ __global__ void __launch_bounds__(kThreads) tile_init_kernel(const StrokeArgs ar
   }
 }
 
-// Inner nodes of every channel tree from its leaves; one block per (image, channel).
-__global__ void __launch_bounds__(kThreads) tree_build_kernel(Key* trees, int64_t tree_width) {
-  Key* tree = trees + static_cast<int64_t>(blockIdx.x) * 2 * tree_width;
-  for (int64_t level_start = tree_width >> 1; level_start >= 1; level_start >>= 1) {
-    for (int64_t node = level_start + threadIdx.x; node < 2 * level_start; node += blockDim.x) {
-      const Key left = tree[2 * node], right = tree[2 * node + 1];
-      tree[node] = left > right ? left : right;
+// Inner nodes of every channel tree from its leaves; a block per (image, channel) tree at a time.
+__global__ void __launch_bounds__(kThreads) tree_build_kernel(Key* trees, int64_t tree_count, int64_t tree_width) {
+  for (int64_t id = blockIdx.x; id < tree_count; id += gridDim.x) {  // block-uniform
+    Key* tree = trees + id * 2 * tree_width;
+    for (int64_t level_start = tree_width >> 1; level_start >= 1; level_start >>= 1) {
+      for (int64_t node = level_start + threadIdx.x; node < 2 * level_start; node += blockDim.x) {
+        const Key left = tree[2 * node], right = tree[2 * node + 1];
+        tree[node] = left > right ? left : right;
+      }
+      __syncthreads();
     }
-    __syncthreads();
   }
 }
 
@@ -504,10 +518,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t tile_warps = N * C * g.tiles;
-  const int tile_blocks = static_cast<int>(std::min<int64_t>(ceil_div(tile_warps, kWarps), 65535));
+  const int tile_blocks = static_cast<int>(std::min<int64_t>(ceil_div(tile_warps, kWarps), CPIA_CUDA_SETUP_GRID_BLOCKS));
   tile_init_kernel<<<tile_blocks, kThreads, 0, stream>>>(args, N);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  tree_build_kernel<<<static_cast<unsigned>(N * C), kThreads, 0, stream>>>(args.trees, g.tree_width);
+  const int tree_blocks = static_cast<int>(std::min<int64_t>(N * C, CPIA_CUDA_SETUP_GRID_BLOCKS));
+  tree_build_kernel<<<tree_blocks, kThreads, 0, stream>>>(args.trees, N * C, g.tree_width);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   // Launch after launch until every image has stopped; launch k records image n's strokes in the

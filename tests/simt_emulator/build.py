@@ -56,16 +56,17 @@ def load_emulated_kernels(race_check: bool = False):
     ``race_check`` builds them under ThreadSanitizer (simt.h, race_check.py): the process must have
     ThreadSanitizer's runtime loaded first (``LD_PRELOAD``)."""
     source = emulated_source()
-    flavour = "race_check" if race_check else "plain"
-    digest = hashlib.sha256(source.encode() + (EMULATOR / "simt.h").read_bytes() + flavour.encode()).hexdigest()[:12]
+    # Few stroke records per launch and few blocks in the set-up grids, so that the emulated runs go on
+    # over many launches and the set-up kernels loop over their work.
+    cflags = ["-DCPIA_CUDA_STROKE_RECORDS_PER_LAUNCH=7", "-DCPIA_CUDA_SETUP_GRID_BLOCKS=3"]
+    cflags += ["-O1", "-g", "-fsanitize=thread"] if race_check else ["-O2"]
+    digest = hashlib.sha256(source.encode() + (EMULATOR / "simt.h").read_bytes() + " ".join(cflags).encode()
+                            ).hexdigest()[:12]
     build_dir = REPOSITORY / "build" / "simt_emulator" / digest
     build_dir.mkdir(parents=True, exist_ok=True)
     source_path = build_dir / "emulated_kernels.cpp"
     if not source_path.exists() or source_path.read_text() != source:
         source_path.write_text(source)
-    # Few stroke records per launch, so that the emulated runs go on over many launches.
-    cflags = ["-DCPIA_CUDA_STROKE_RECORDS_PER_LAUNCH=7"]
-    cflags += ["-O1", "-g", "-fsanitize=thread"] if race_check else ["-O2"]
     torch.utils.cpp_extension.load(
         name=f"cpia_emulated_{digest}",
         sources=[str(source_path)],

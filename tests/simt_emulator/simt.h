@@ -501,6 +501,7 @@ T __ldg(const T* address) {
 }
 inline int __popc(unsigned bits) { return __builtin_popcount(bits); }
 inline int __clz(int bits) { return bits == 0 ? 32 : __builtin_clz(static_cast<unsigned>(bits)); }
+inline int __ffs(int bits) { return __builtin_ffs(bits); }
 
 // Fibers switch only at barriers, so any read-modify-write would be atomic here; the atomic
 // builtins (relaxed, as CUDA's atomics are) tell the race check that these accesses may overlap.
