@@ -1,5 +1,6 @@
 """The cpia command, called as cpia_cuda.cli.main([...]) with temporary folders."""
 
+import json
 import subprocess
 import sys
 
@@ -164,14 +165,81 @@ def test_replay_refuses_a_log_whose_arrays_do_not_fit(image_file, tmp_path, caps
     assert main(["paint", str(image_file), *FAST, "-o", str(out)]) == 0
     with np.load(out / "stroke_log.npz") as stored:
         arrays = dict(stored)
-    for damage, message in [(lambda a: a["order"][:, :-1], "damaged stroke log: its order has shape"),
-                            (lambda a: a["order"][0], "order must be (C, h, w)"),
-                            (lambda a: a["strokes"][:, :4], "strokes must be (S, 6)")]:
-        key = "strokes" if "strokes" in message else "order"
-        np.savez(out / "stroke_log.npz", **{**arrays, key: damage(arrays)})
+    num_strokes = len(arrays["strokes"])
+    shifted = arrays["order"].copy()
+    shifted[shifted == 0] = num_strokes
+    recounted = arrays["order"].copy()
+    recounted[np.unravel_index(np.flatnonzero(recounted.ravel() >= 0)[0], recounted.shape)] = -1
+    for key, damaged, message in [
+        ("order", arrays["order"][:, :-1], "damaged stroke log (order has shape"),
+        ("order", arrays["order"][0], "order must be (C, h, w)"),
+        ("order", shifted, f"order holds stroke indices outside [-1, {num_strokes})"),
+        ("order", recounted, "order and the strokes' pixel counts disagree"),
+        ("strokes", arrays["strokes"][:, :4], "strokes must be (S, 6)"),
+        ("strokes", arrays["strokes"][:10], f"the JSON counts {num_strokes} strokes, the arrays hold 10"),
+        ("strokes", arrays["strokes"][::-1], "strokes are not in plan order"),
+        ("content", arrays["content"][:, :-2], "content has shape"),
+    ]:
+        np.savez(out / "stroke_log.npz", **{**arrays, key: damaged})
         assert main(["replay", str(out / "stroke_log.json"), "-o", str(tmp_path / "again")]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["layer"].update(index=4), "painted at layer 4 = 'res.2', but layer 4 of multistyle26 is"),
+    (lambda d: d["settings"].update(step_fill="bogus"), "step_fill must be one of"),
+    (lambda d: d["settings"].update(mode="bogus"), "mode must be one of"),
+    (lambda d: d["settings"].update(background=[2, 0, 0]), "background must be"),
+    (lambda d: d["settings"].update(preview_size=0), "preview_size must be an int >= 1, got 0"),
+    (lambda d: d["settings"].update(frame_batch=0), "frame_batch must be an int >= 1, got 0"),
+    (lambda d: d.update(region_mask_shape=[2, 32, 64]), "region masks of shape"),
+    (lambda d: d.update(frame_strokes=[5, 3]), "frame_strokes must be ascending"),
+    (lambda d: d["plan"][0].update(strokes=d["plan"][0]["strokes"] + 1), "differ from the plan's"),
+])
+def test_replay_refuses_a_log_whose_json_does_not_fit(image_file, tmp_path, capsys, edit, message):
+    out = tmp_path / "out"
+    assert main(["paint", str(image_file), *FAST, "--planner", "segments", "-o", str(out)]) == 0
+    document = json.loads((out / "stroke_log.json").read_text())
+    edit(document)
+    (out / "stroke_log.json").write_text(json.dumps(document))
+    assert main(["replay", str(out / "stroke_log.json"), "-o", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_replay_reads_the_log_it_is_given_and_no_other(image_file, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["paint", str(image_file), *FAST, "-o", str(first)]) == 0
+    assert main(["paint", str(image_file), *FAST[:4], "--max-strokes", "7", "--frames", "3", "-o", str(second)]) == 0
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for suffix in (".json", ".npz"):  # a renamed log beside another run's stroke_log.npz
+        (mixed / f"keep.v2{suffix}").write_bytes((first / f"stroke_log{suffix}").read_bytes())
+    (mixed / "stroke_log.npz").write_bytes((second / "stroke_log.npz").read_bytes())
+    first_strokes, second_strokes = (json.loads((folder / "stroke_log.json").read_text())["num_strokes"]
+                                     for folder in (first, second))
+    assert first_strokes != second_strokes
+    capsys.readouterr()
+    for given in ("keep.v2.json", "keep.v2.npz", "keep.v2"):
+        assert main(["replay", str(mixed / given), "-o", str(tmp_path / given.replace(".", "_"))]) == 0
+        assert f"painted {first_strokes} strokes" in capsys.readouterr().out
+    assert main(["replay", str(second), "-o", str(tmp_path / "from_folder")]) == 0
+    assert f"painted {second_strokes} strokes" in capsys.readouterr().out
+
+
+def test_replay_with_other_weights_logs_them(image_file, tmp_path, capsys):
+    from cpia_cuda.generators.multistyle26 import packaged_model_path
+
+    weights = tmp_path / "a" / "net.onnx"
+    weights.parent.mkdir()
+    weights.write_bytes(packaged_model_path("multistyle26.onnx").read_bytes())
+    assert main(["paint", str(image_file), *FAST, "--weights", str(weights), "-o", str(tmp_path / "out")]) == 0
+    moved = weights.rename(tmp_path / "net.onnx")
+    assert main(["replay", str(tmp_path / "out"), "--weights", str(moved), "-o", str(tmp_path / "again")]) == 0
+    logged = json.loads((tmp_path / "again" / "stroke_log.json").read_text())["generator"]["weights"]
+    assert logged == str(moved)
+    assert main(["replay", str(tmp_path / "again"), "-o", str(tmp_path / "third")]) == 0
 
 
 def test_a_closed_pipe_ends_the_command_quietly():

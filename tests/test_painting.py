@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -224,6 +225,43 @@ def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temporary_one(tmp_pa
         outputs_module.atomic_write_with(target, write_half_then_fail)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["file.bin"]
+
+
+def test_a_write_that_fails_part_way_leaves_the_folder_as_it_was(image, generator, tmp_path, monkeypatch):
+    result = _paint(image, generator, frames=2)
+    kept = tmp_path / "kept"
+    written = write_outputs(result, kept)
+    before = {path.name: path.read_bytes() for path in written}
+
+    def disk_full(_result):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs_module, "coverage_json", disk_full)  # the last file written
+    with pytest.raises(OSError, match="No space left"):
+        write_outputs(result, tmp_path / "fresh")
+    assert os.listdir(tmp_path / "fresh") == []
+    with pytest.raises(OSError, match="No space left"):
+        write_outputs(_paint(image, generator, frames=3), kept, overwrite=True)
+    assert {name: (kept / name).read_bytes() for name in os.listdir(kept)} == before
+
+
+def test_numpy_scalar_settings_paint_and_log_as_python_numbers(image, generator, tmp_path):
+    result = _paint(image, generator, tau=np.int64(8), m=np.float32(0.75), max_strokes=np.int64(30),
+                    frames=np.int64(2), condition={"style": np.int64(3)})
+    write_outputs(result, tmp_path)
+    document = json.loads((tmp_path / "stroke_log.json").read_text())
+    assert document["settings"]["tau"] == 8 and document["settings"]["m"] == 0.75
+    assert document["generator"]["condition"] == {"style": 3}
+    assert torch.equal(result.log.order, _paint(image, generator, m=0.75, max_strokes=30, frames=2).log.order)
+
+
+@pytest.mark.parametrize("size, preview_size", [((9, 300), 100), ((77, 101), 2)])
+def test_preview_frames_of_a_thin_or_tiny_preview_decode(generator, size, preview_size):
+    thin = torch.rand((3, *size), generator=torch.Generator().manual_seed(0))
+    result = paint(thin, generator=generator, condition={"style": 3}, layer=LAYER, tau=8, max_strokes=5,
+                   planner=None, frames=2, preview_size=preview_size)
+    expected = tuple(max(1, round(side * min(1.0, preview_size / max(size)))) for side in size)
+    assert result.frames.shape == (2, 3, *expected)
 
 
 def test_mp4_is_skipped_with_a_note_when_ffmpeg_is_missing(image, generator, tmp_path, monkeypatch):

@@ -10,10 +10,12 @@
 | ``stroke_log.json`` / ``stroke_log.npz`` | the replayable stroke log (:mod:`.stroke_log`) |
 | ``coverage.png`` / ``coverage.json`` | per-channel coverage, stroke vs flush (paper Fig. 3) |
 
-Every file is written to a temporary file in the same folder and moved into place with
-``os.replace`` (a reader never sees half a file). Unless ``overwrite``, nothing is written when any of
-the files exists already; with ``overwrite``, the files of this table that an earlier run left and this
-run does not write (``generated.png`` of a GAN run, say) are removed, so the folder holds one painting.
+Every file is first written to a temporary file in the same folder; only when all of them are
+written are they moved into place with ``os.replace`` (a reader never sees half a file, and a
+failure on the way, a full disk say, leaves the folder as it was). Unless ``overwrite``, nothing is
+written when any of the files exists already; with ``overwrite``, the files of this table that an
+earlier run left and this run does not write (``generated.png`` of a GAN run, say) are removed, so
+the folder holds one painting.
 """
 
 from __future__ import annotations
@@ -66,10 +68,17 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
     if not overwrite:
         refuse_existing_outputs(outdir, writers)
     outdir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, write in writers.items():
-        write(outdir / name)
-        written.append(outdir / name)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, write in writers.items():
+            staged.append((staged_file(outdir / name, write), outdir / name))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    written = [path for _, path in staged]
     if overwrite:
         for name in OUTPUT_NAMES:
             if name not in writers and (outdir / name).is_file():
@@ -108,27 +117,32 @@ def refuse_existing_outputs(outdir: str | Path, names: Sequence[str] = OUTPUT_NA
 
 
 def _planned_writers(result: PaintResult, note: Callable[[str], None]) -> dict[str, Callable[[Path], None]]:
-    """File name -> function writing it atomically; decided (and optional parts checked) up front."""
+    """File name -> function writing that file's content to the path it is given; decided (and
+    optional parts checked) up front."""
+
+    def content(make: Callable[[], bytes]) -> Callable[[Path], None]:
+        return lambda path: path.write_bytes(make())
+
     writers: dict[str, Callable[[Path], None]] = {
-        PAINTING: lambda path: atomic_write_bytes(path, png_bytes(result.image)),
-        PROGRESS_GIF: lambda path: atomic_write_bytes(path, gif_bytes(result.frames)),
+        PAINTING: content(lambda: png_bytes(result.image)),
+        PROGRESS_GIF: content(lambda: gif_bytes(result.frames)),
     }
     if _mp4_available():
-        writers[PROGRESS_MP4] = lambda path: atomic_write_with(path, lambda tmp: write_mp4(tmp, result.frames))
+        writers[PROGRESS_MP4] = lambda path: write_mp4(path, result.frames)
     else:
         note("note: progress.mp4 skipped (needs imageio and imageio-ffmpeg: pip install imageio-ffmpeg)")
-    writers[STROKE_MAP_GIF] = lambda path: atomic_write_bytes(path, gif_bytes(result.stroke_maps))
-    writers[STROKE_MAP_PNG] = lambda path: atomic_write_bytes(path, png_bytes(result.stroke_maps[-1]))
-    writers[PLAN_PNG] = lambda path: atomic_write_bytes(path, png_bytes(plan_overlay(result)))
+    writers[STROKE_MAP_GIF] = content(lambda: gif_bytes(result.stroke_maps))
+    writers[STROKE_MAP_PNG] = content(lambda: png_bytes(result.stroke_maps[-1]))
+    writers[PLAN_PNG] = content(lambda: png_bytes(plan_overlay(result)))
     if result.log.content.dim() != 3:
-        writers[GENERATED_PNG] = lambda path: atomic_write_bytes(path, png_bytes(result.content))
-    writers[LOG_NPZ] = lambda path: atomic_write_bytes(path, result.log.npz_bytes())
-    writers[LOG_JSON] = lambda path: atomic_write_bytes(path, result.log.json_text(LOG_NPZ).encode())
+        writers[GENERATED_PNG] = content(lambda: png_bytes(result.content))
+    writers[LOG_NPZ] = content(result.log.npz_bytes)
+    writers[LOG_JSON] = content(lambda: result.log.json_text(LOG_NPZ).encode())
     if _matplotlib_available():
-        writers[COVERAGE_PNG] = lambda path: atomic_write_bytes(path, coverage_plot_bytes(result))
+        writers[COVERAGE_PNG] = content(lambda: coverage_plot_bytes(result))
     else:
         note("note: coverage.png skipped (needs matplotlib); the numbers are in coverage.json")
-    writers[COVERAGE_JSON] = lambda path: atomic_write_bytes(path, coverage_json(result).encode())
+    writers[COVERAGE_JSON] = content(lambda: coverage_json(result).encode())
     return writers
 
 
@@ -136,14 +150,25 @@ def _planned_writers(result: PaintResult, note: Callable[[str], None]) -> dict[s
 # atomic files
 
 
-def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path`` (same suffix), then move it to ``path``."""
+def staged_file(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a new temporary file next to ``path`` (same suffix) and return it, ready
+    to be moved to ``path``; on an error the temporary file is removed."""
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(handle)
     tmp = Path(tmp_name)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path`` (same suffix), then move it to ``path``."""
+    tmp = staged_file(path, write)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

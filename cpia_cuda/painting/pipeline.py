@@ -26,10 +26,11 @@ import inspect
 import itertools
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,7 +44,7 @@ from ..planning.registry import PLANNERS, make_planner
 from .memory import MemoryEstimate, estimate_memory
 from .render import (CanvasRenderer, frame_mask, frame_thresholds, parse_background, preview_shape,
                      render_stroke_maps)
-from .stroke_log import StrokeLog
+from .stroke_log import StrokeLog, current_versions
 
 MODES = ("stroke", "flush")
 STEP_FILLS = ("mean", "background", "none")
@@ -54,6 +55,17 @@ WHOLE_IMAGE_LABEL = "image"
 
 class PaintingError(ValueError):
     """A painting cannot be made as asked (bad settings, nothing to paint, not enough memory)."""
+
+
+def plain_python(value: Any) -> Any:
+    """``value`` with numpy scalars, also inside lists, tuples and dicts, turned into Python ones."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_python(item) for item in value)
+    if isinstance(value, dict):
+        return {key: plain_python(item) for key, item in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,11 @@ class PaintSettings:
     background: Sequence[float] = (1.0, 1.0, 1.0)
     step_fill: str = "mean"
     frame_batch: int = 8
+
+    def __post_init__(self):
+        # numpy scalars (a tau read from an array, say) as Python ones, so the log's JSON takes them
+        for setting in fields(self):
+            object.__setattr__(self, setting.name, plain_python(getattr(self, setting.name)))
 
     def stroke_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`cpia_cuda.channel_stroke` (all but Y, tau, allowed, init_mask)."""
@@ -259,9 +276,13 @@ def paint(
     if not is_seed(seed):
         raise PaintingError(f"seed must be an int in [0, 2^63 - 1], got {seed!r}")
     seed = int(seed)  # numpy integers too: the planners and the log take a plain int
+    if condition is not None and not isinstance(condition, dict):
+        raise PaintingError(f"condition must be a dict of make_context's keyword arguments, got "
+                            f"{type(condition).__name__}")
+    condition = plain_python(condition or {})
     generator = _resolve_generator(generator, weights, device)
     inputs = _prepare_inputs(content, generator)
-    context = _make_context(generator, condition or {}, inputs)
+    context = _make_context(generator, condition, inputs)
     layer_info = generator.resolve_layer(_default_layer(generator) if layer is None else layer)
     settings = PaintSettings(
         layer=layer_info.index, tau=max(1, layer_info.channels // 4) if tau is None else tau, mode=mode,
@@ -285,7 +306,7 @@ def paint(
     if verbose:
         _note_unmatched_labels(plan, settings)
     painted, flush_kept, log = _paint_regions(generator, inputs, context, layer_info, plan, settings,
-                                              condition or {}, weights, verbose, timer)
+                                              condition, weights, verbose, timer)
     return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
                    estimate, started, verbose, timer)
 
@@ -297,16 +318,39 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
     The strokes are not searched again: the element order of the log decides the mask of every
     frame, and the painted values come from re-encoding the logged step images. On the same machine
     the frames and the final image equal those of the original run.
+
+    Args:
+        log: a log from :func:`load_stroke_log` or a PaintResult's ``log``.
+        generator: the Generator to render with; default the logged registry generator, loaded.
+        weights: weights path for it, when the logged one has moved (the returned log records it).
+        device: where to render (default: the generator's device, else CPU).
+        verbose: print the memory estimate and show progress bars.
+
+    Raises:
+        PaintingError for a log that does not fit the generator (another layer name) or whose
+        settings are out of range, and what :func:`paint` raises for a run that cannot fit.
     """
     started = time.perf_counter()
     try:
         settings = PaintSettings(**log.settings)
     except TypeError as error:  # a log written with other settings than this version has
         raise PaintingError(f"the stroke log's settings do not fit this version of cpia_cuda: {error}") from None
-    generator = _resolve_generator(log.generator if generator is None else generator, weights or log.weights, device)
+    # The strokes are not searched again; the comparison flush gives the same mask on every backend,
+    # so it runs on the replay's device whatever backend the painting used.
+    settings = replace(settings, backend="auto", background=parse_background(settings.background))
+    weights = weights or log.weights
+    generator = _resolve_generator(log.generator if generator is None else generator, weights, device)
     inputs = _prepare_inputs(log.content, generator)
     context = _make_context(generator, log.condition, inputs)
     layer_info = generator.resolve_layer(log.layer)
+    if layer_info.name != log.layer_name:
+        raise PaintingError(f"the stroke log was painted at layer {log.layer} = {log.layer_name!r}, but layer "
+                            f"{log.layer} of {generator.name} is {layer_info.name!r}")
+    _check_settings(settings, layer_info, inputs.device)
+    estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
+    # The new log names the weights and versions this replay used, so that it replays in turn.
+    log = replace(log, weights=None if weights is None else str(Path(weights).resolve()),
+                              versions=current_versions())
     content_image = _content_image(generator, inputs, context)
     plan = [Region(mask=mask, label=label, score=score)
             for mask, label, score in zip(log.region_masks, log.region_labels, log.region_scores)]
@@ -322,8 +366,8 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
 
     timer = PhaseTimer(inputs.device)
     painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, verbose, timer)
-    return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings, None,
-                   started, verbose, timer)
+    return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
+                   estimate, started, verbose, timer)
 
 
 # ---------------------------------------------------------------------------------------------

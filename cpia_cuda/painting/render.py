@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..generators.base import Generator, Layer
+from ..generators.multistyle26 import MIN_IMAGE_SIDE
 
 DEFAULT_PREVIEW_SIZE = 512
 Color = tuple[float, float, float]
@@ -175,7 +176,7 @@ class CanvasRenderer:
         scale = target[0] / self.image_size[0]
         grid = tuple(order.shape[-2:])
         shrink = self.generator.decodes_any_size and scale < 1.0
-        small_grid = (math.ceil(grid[0] * scale), math.ceil(grid[1] * scale)) if shrink else grid
+        small_grid = _shrunk_grid(grid, scale, self.image_size) if shrink else grid
         canvases = []
         for start in range(0, len(thresholds), batch_size):
             activations, counts = [], []
@@ -192,6 +193,16 @@ class CanvasRenderer:
             if progress is not None:
                 progress(len(activations))
         return torch.cat(canvases)
+
+
+def _shrunk_grid(grid: tuple[int, int], scale: float, image_size: Sequence[int]) -> tuple[int, int]:
+    """The layer grid scaled by ``scale``, each side kept at the cells a decode needs: 2 (the style
+    networks' layers reflect-pad by 1) and enough for an image side of MIN_IMAGE_SIDE pixels."""
+    sides = []
+    for cells, pixels in zip(grid, image_size):
+        needed = max(2, math.ceil(MIN_IMAGE_SIDE * cells / pixels))
+        sides.append(max(math.ceil(cells * scale), min(cells, needed)))
+    return sides[0], sides[1]
 
 
 @torch.no_grad()

@@ -128,14 +128,21 @@ def _expand_content(array: np.ndarray) -> torch.Tensor:
 
 
 def log_paths(path: str | Path) -> tuple[Path, Path]:
-    """(json, npz) paths of the log named by either file (or by their common stem)."""
+    """(json, npz) paths of the log named by either file, by their common stem, or by the output
+    folder that holds ``stroke_log.json``."""
     path = Path(path)
+    if path.is_dir():
+        path = path / "stroke_log.json"
     stem = path.with_suffix("") if path.suffix in (".json", ".npz") else path
-    return stem.with_suffix(".json"), stem.with_suffix(".npz")
+    return stem.parent / f"{stem.name}.json", stem.parent / f"{stem.name}.npz"
 
 
 def load_stroke_log(path: str | Path) -> StrokeLog:
-    """Read a log written by :func:`cpia_cuda.painting.write_outputs` (give the .json or the .npz)."""
+    """Read a log written by :func:`cpia_cuda.painting.write_outputs` (give the .json or the .npz).
+
+    The two files are read as a pair with one stem (the JSON's ``npz`` entry names the file as it
+    was written), and checked against each other; a log whose parts disagree is refused.
+    """
     json_path, npz_path = log_paths(path)
     for needed in (json_path, npz_path):
         if not needed.is_file():
@@ -147,17 +154,17 @@ def load_stroke_log(path: str | Path) -> StrokeLog:
     if not isinstance(document, dict) or document.get("format") != LOG_FORMAT:
         raise ValueError(f"{json_path} is not a cpia stroke log (expected format {LOG_FORMAT!r})")
     try:
-        return _read_log(document, json_path.parent / document.get("npz", npz_path.name))
+        return _read_log(document, npz_path)
     except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{json_path}: damaged stroke log ({error!r})") from None
+        detail = str(error) if type(error) is ValueError else repr(error)
+        raise ValueError(f"{json_path}: damaged stroke log ({detail})") from None
 
 
 def _read_log(document: dict[str, Any], npz_path: Path) -> StrokeLog:
     with np.load(npz_path) as arrays:
         order = torch.from_numpy(arrays["order"].astype(np.int32))
         strokes = torch.from_numpy(arrays["strokes"].astype(np.int32))
-        height, width = document["region_mask_shape"][1:]
-        masks = np.unpackbits(arrays["region_masks"], axis=-1, count=width).astype(bool)
+        masks = np.unpackbits(arrays["region_masks"], axis=-1, count=document["region_mask_shape"][-1]).astype(bool)
         content = _expand_content(arrays["content"])
         generator = document["generator"]
         condition = {name: torch.from_numpy(arrays[f"condition.{name}"]) if value == _TENSOR_TAG else value
@@ -167,15 +174,46 @@ def _read_log(document: dict[str, Any], npz_path: Path) -> StrokeLog:
         raise ValueError(f"order must be (C, h, w), got shape {tuple(order.shape)}")
     if strokes.dim() != 2 or strokes.shape[1] != len(STROKE_COLUMNS):
         raise ValueError(f"strokes must be (S, {len(STROKE_COLUMNS)}), got shape {tuple(strokes.shape)}")
-    if masks.shape[0] != len(plan):
-        raise ValueError(f"{masks.shape[0]} region masks for a plan of {len(plan)} regions")
-    if strokes.shape[0] and not (int(strokes[:, 0].min()) >= 0 and int(strokes[:, 0].max()) < len(plan)):
-        raise ValueError(f"strokes name regions outside the plan of {len(plan)} regions")
+    if list(masks.shape) != list(document["region_mask_shape"]):
+        raise ValueError(f"region masks of shape {list(masks.shape)}, the JSON says {document['region_mask_shape']}")
+    _check_consistent(document, order, strokes, masks, content)
     return StrokeLog(
-        order=order, strokes=strokes, region_masks=torch.from_numpy(masks).reshape(-1, height, width),
+        order=order, strokes=strokes, region_masks=torch.from_numpy(masks),
         region_labels=[r["label"] for r in plan], region_scores=[float(r["score"]) for r in plan],
         stop_reasons=[r["stop_reason"] for r in plan], content=content, generator=generator["name"],
         weights=generator["weights"], condition=condition, layer=int(document["layer"]["index"]),
         layer_name=document["layer"]["name"], settings=document["settings"],
         frame_strokes=[int(k) for k in document["frame_strokes"]], versions=document["versions"],
     )
+
+
+def _check_consistent(document: dict[str, Any], order: torch.Tensor, strokes: torch.Tensor, masks: np.ndarray,
+                      content: torch.Tensor) -> None:
+    """Raise ValueError where the JSON and the arrays of a log disagree (a damaged or mixed pair)."""
+    plan, num_strokes = document["plan"], strokes.shape[0]
+    if masks.shape[0] != len(plan):
+        raise ValueError(f"{masks.shape[0]} region masks for a plan of {len(plan)} regions")
+    if document["num_strokes"] != num_strokes:
+        raise ValueError(f"the JSON counts {document['num_strokes']} strokes, the arrays hold {num_strokes}")
+    regions = strokes[:, 0].long()
+    if num_strokes and not (int(regions.min()) >= 0 and int(regions.max()) < len(plan)):
+        raise ValueError(f"strokes name regions outside the plan of {len(plan)} regions")
+    if num_strokes and bool((regions[1:] < regions[:-1]).any()):
+        raise ValueError("strokes are not in plan order")
+    per_region = torch.bincount(regions, minlength=len(plan)).tolist()
+    if per_region != [int(region["strokes"]) for region in plan]:
+        raise ValueError(f"strokes per region {per_region} differ from the plan's {[r['strokes'] for r in plan]}")
+    if list(order.shape) != list(document["layer"]["shape"]):
+        raise ValueError(f"order has shape {list(order.shape)}, the layer {document['layer']['shape']}")
+    if order.numel() and not (int(order.min()) >= -1 and int(order.max()) < num_strokes):
+        raise ValueError(f"order holds stroke indices outside [-1, {num_strokes})")
+    switched = torch.bincount(order[order >= 0].long(), minlength=num_strokes)
+    if not torch.equal(switched, strokes[:, 4].long()):
+        raise ValueError("order and the strokes' pixel counts disagree")
+    if list(content.shape) != list(document["content"]["shape"]):
+        raise ValueError(f"content has shape {list(content.shape)}, the JSON says {document['content']['shape']}")
+    if content.dim() == 3 and tuple(content.shape[-2:]) != tuple(masks.shape[-2:]):
+        raise ValueError(f"region masks of {tuple(masks.shape[-2:])} for an image of {tuple(content.shape[-2:])}")
+    frames = document["frame_strokes"]
+    if not all(isinstance(k, int) and 0 <= k <= num_strokes for k in frames) or frames != sorted(frames):
+        raise ValueError(f"frame_strokes must be ascending stroke counts in [0, {num_strokes}]")
