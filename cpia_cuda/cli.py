@@ -24,6 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .generators.biggan import DEFAULT_TRUNCATION
+
 DEMO_OUTPUT = "cpia-demo"
 DEMO_SIZE = 512
 DEMO_MIN_SIZE, DEMO_MAX_SIZE = 16, 8192  # the astronaut is 512 px; 8192 is 16x its side
@@ -76,7 +78,8 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--planner", default="segments", help="segments (default), yolo, maskrcnn, or none")
     plan.add_argument("--planner-option", type=_planner_option, action="append", default=[], metavar="KEY=VALUE",
                       help="planner option, e.g. num_regions=4 (repeatable)")
-    plan.add_argument("--order", default="score", help="score, area, foreground-first or background-first")
+    plan.add_argument("--order", default="score",
+                      help="score (default), area, foreground-first or background-first")
     plan.add_argument("--reverse-order", action="store_true", help="paint the regions in the opposite order")
     plan.add_argument("--skip-background", action="store_true",
                       help="leave the part no region covers unpainted")
@@ -94,7 +97,7 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     render.add_argument("--preview-size", type=int, help="long side of the frames (default 512)")
     render.add_argument("--background", default="white",
                         help="paper colour (name or #rrggbb), also behind transparent input pixels")
-    render.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    render.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     render.add_argument("--seed", type=int, default=0,
                         help="seeds the planner and a GAN's latent: same seed, same output (default 0)")
     render.add_argument("--overwrite", action="store_true",
@@ -117,10 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_painting_arguments(paint)
 
     generate = commands.add_parser("generate", help="paint a GAN sample")
-    generate.add_argument("--gan", required=True, choices=("biggan", "eyes"))
+    generate.add_argument("--gan", required=True, choices=("biggan", "eyes"),
+                          help="biggan (weights from a local folder) or eyes (the DCGAN of omniart-eye-generator)")
     generate.add_argument("--weights", help="weights (biggan: its folder)")
     generate.add_argument("--keyword", required=True, help="class keyword (ImageNet name, or an eye colour)")
-    generate.add_argument("--truncation", type=float, help="BigGAN truncation in (0, 1]")
+    generate.add_argument("--truncation", type=float,
+                          help=f"BigGAN truncation in (0, 1] (default {DEFAULT_TRUNCATION})")
     generate.add_argument("-o", "--output", default="cpia-out", help="output folder (default ./cpia-out)")
     _add_painting_arguments(generate)
 
@@ -132,18 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input size for the shapes (image generators; default 256 256)")
 
     replay = commands.add_parser("replay", help="re-render a painting from its stroke log")
-    replay.add_argument("log", help="stroke_log.json (or .npz)")
+    replay.add_argument("log", help="stroke_log.json, its .npz, their stem, or the output folder")
     replay.add_argument("-o", "--output", required=True, help="output folder")
     replay.add_argument("--weights", help="weights, when the logged path has moved")
-    replay.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    replay.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     replay.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
     demo = commands.add_parser("demo", help="paint scikit-image's astronaut with the embedded model")
     demo.add_argument("-o", "--output", default=DEMO_OUTPUT, help=f"output folder (default ./{DEMO_OUTPUT})")
     demo.add_argument("--size", type=int, default=DEMO_SIZE,
                       help=f"long side of the image, {DEMO_MIN_SIZE} to {DEMO_MAX_SIZE} (default {DEMO_SIZE})")
-    demo.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    demo.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     demo.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.command_parsers = commands.choices  # for errors in a command's usage
     return parser
 
 
@@ -382,7 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cpia`` command; returns the exit status (2 for bad arguments or inputs)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # reported with the command's usage, not the top-level one
+            parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_request:  # argparse exits on --help (0) and on bad arguments (2)
         return int(exit_request.code or 0)
     try:

@@ -54,6 +54,7 @@ class StrokeResult:
 
     @property
     def num_strokes(self) -> Union[int, list[int]]:
+        """Strokes made: an int for a (C, H, W) input, one per image for (N, C, H, W)."""
         if isinstance(self.strokes, list):
             return [int(s.shape[0]) for s in self.strokes]
         return int(self.strokes.shape[0])
@@ -352,6 +353,8 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
     if C * H * W > INT32_MAX and (max_strokes is None or max_strokes > INT32_MAX):
         raise ValueError(f"max_strokes must be at most 2^31 - 1 when C*H*W exceeds it (stroke indices in order are "
                          f"int32), got C*H*W = {C * H * W} and max_strokes = {max_strokes}")
+    if max(C, H, W) > INT32_MAX:
+        raise ValueError(f"C, H and W must each be below 2^31 (stroke records are int32), got {tuple(Y4.shape)}")
     weights = distance_weights(channel_cost, sigma, H, W).to(Y4.device)
     return (Y4.contiguous(), allowed4, init4, brush_cells, weights, tau, m, p, min_response, max_strokes, max_coverage)
 
@@ -408,11 +411,18 @@ def channel_stroke(
         p: penetration (channels per stroke), 1 <= p <= tau.
         channel_cost: g, 0 <= g <= 1; sigma: movement-cost width, > 0.
         min_response: stop ratio, 0 <= min_response <= 1.
-        max_strokes: stop after this many strokes (>= 0), per image.
-        max_coverage: stop when this fraction (0 < f <= 1) of allowed locations is covered.
+        max_strokes: stop after this many strokes (>= 0), per image; None: no limit.
+        max_coverage: stop when this fraction (0 < f <= 1) of allowed locations is covered; None: no limit.
         allowed: bool (H, W) or (N, H, W) locations where strokes may switch elements on.
         init_mask: bool like Y: elements already on (not candidates; they count towards tau).
         backend: "auto", "reference", "cpu" or "cuda".
+
+    Returns:
+        A :class:`StrokeResult` (``order``, ``mask``, ``strokes``, ``stop_reason``, ``coverage``).
+
+    Raises:
+        ValueError (or TypeError for a wrong type) naming the argument, the expected range and the
+        value that came.
     """
     args = _stroke_op_args(Y, tau, brush, m, p, channel_cost, sigma, min_response, max_strokes, max_coverage, allowed,
                            init_mask)

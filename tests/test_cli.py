@@ -82,6 +82,8 @@ def test_layers_prints_the_layer_table(capsys):
     (["paint", "TINY", "--max-strokes", "5"], "sides of at least 5 pixels, got (1, 3, 4, 40)"),
     (["paint", "IMAGE", "--seed", "-1"], "seed must be an int in [0, 2^63 - 1], got -1"),
     (["paint", "IMAGE", "--planner-option", "bogus=3"], "planner 'segments' has no option bogus;"),
+    (["paint", "IMAGE", "--planner", "maskrcnn", "--planner-option", "device=tpu"],
+     "device: expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["layers", "--size", "3", "3"], "sides of at least 5 pixels, got (1, 3, 3, 3)"),
     (["demo", "--size", "100000", "-o", "x"], "--size: expected 16 to 8192 pixels, got 100000"),
 ])
@@ -94,6 +96,12 @@ def test_errors_print_one_line_and_exit_with_status_2(arguments, message, image_
     assert err.startswith("cpia: error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_option_is_reported_with_its_command_usage(capsys):
+    assert main(["paint", "photo.jpg", "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: cpia paint ") and "cpia paint: error: unrecognized arguments: --bogus" in err
 
 
 @pytest.mark.parametrize("output", ["a_file", "a_file/inside"])

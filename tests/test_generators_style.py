@@ -133,8 +133,9 @@ def test_multistyle26_errors(multistyle, tmp_path):
     image = torch.rand(1, 3, 16, 16)
     with pytest.raises(GeneratorError, match="0..25"):
         multistyle.make_context(style=26)
-    with pytest.raises(GeneratorError, match="exactly one"):
-        multistyle.make_context()
+    with pytest.raises(GeneratorError, match="not both"):
+        multistyle.make_context(style=1, style_weights=torch.ones(26))
+    assert torch.equal(multistyle.make_context().weights, multistyle.make_context(style=0).weights)
     with pytest.raises(GeneratorError, match=r"\(26,\)"):
         multistyle.make_context(style_weights=[1.0, 2.0])
     with pytest.raises(GeneratorError, match="non-negative"):

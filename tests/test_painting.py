@@ -227,6 +227,11 @@ def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temporary_one(tmp_pa
     assert os.listdir(tmp_path) == ["file.bin"]
 
 
+def test_the_default_generator_paints_style_0_without_a_condition(image):
+    options = dict(layer=LAYER, tau=8, max_strokes=20, planner=None, frames=1)
+    assert torch.equal(paint(image, **options).image, paint(image, condition={"style": 0}, **options).image)
+
+
 def test_a_write_that_fails_part_way_leaves_the_folder_as_it_was(image, generator, tmp_path, monkeypatch):
     result = _paint(image, generator, frames=2)
     kept = tmp_path / "kept"

@@ -326,6 +326,14 @@ def test_maskrcnn_rejects_malformed_detector_output_and_options():
         MaskRCNNPlanner(detector=FakeDetector(wrong_size), score_threshold=2)
     with pytest.raises(PlanningError, match="weights: expected a file path, got int"):
         MaskRCNNPlanner(weights=123, detector=FakeDetector(wrong_size))
+    with pytest.raises(PlanningError, match="device: expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
+        MaskRCNNPlanner(detector=FakeDetector(wrong_size), device="tpu")
+    if torch.cuda.is_available():
+        with pytest.raises(PlanningError, match="expected a CUDA device index below"):
+            MaskRCNNPlanner(detector=FakeDetector(wrong_size), device=f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(PlanningError, match="device 'cuda': no CUDA device is available"):
+            MaskRCNNPlanner(detector=FakeDetector(wrong_size), device="cuda")
     for names in ("abc", 5, ["person", 5]):
         with pytest.raises(PlanningError, match=re.escape(f"category_names: expected a list of str, got {names!r}")):
             MaskRCNNPlanner(detector=FakeDetector(wrong_size), category_names=names)

@@ -35,6 +35,7 @@ _REGISTRY: dict[str, tuple[str, str, bool]] = {
 
 
 def generator_names() -> list[str]:
+    """The registry names ``load_generator`` takes, the default first."""
     return list(_REGISTRY)
 
 

