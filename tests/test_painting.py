@@ -311,6 +311,27 @@ def test_a_hooked_generator_paints_an_image_larger_than_the_preview():
     assert result.memory.frame_batch > 0
 
 
+def test_the_working_set_counts_the_tensors_alive_at_once():
+    from cpia_cuda.painting.memory import _working_set
+
+    def run():
+        first = torch.ones(1000)  # 4000 bytes
+        second = first * 2  # 8000 alive
+        view = second[:10]  # no new storage
+        second.add_(1)  # in place: none either
+        del first
+        third = torch.zeros(500, dtype=torch.float64)  # 4000 + 4000
+        return view, third
+
+    assert _working_set(run) == 8000
+
+
+def test_the_frame_batch_estimate_counts_only_the_frames_there_are(image, generator):
+    one, eight = (_paint(image, generator, frames=frames, frame_batch=8).memory for frames in (1, 8))
+    assert one.frame_batch > 0 and eight.frame_batch == pytest.approx(8 * one.frame_batch, abs=8)
+    assert eight.generator_working_set == one.generator_working_set
+
+
 def test_the_device_of_a_generator_with_buffers_only_is_that_of_its_buffers():
     from cpia_cuda.painting.pipeline import _generator_device
 

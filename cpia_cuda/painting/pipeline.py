@@ -456,7 +456,8 @@ def _check_memory(generator: Generator, inputs: torch.Tensor, context: Any, laye
     if full is not None:
         preview = preview_shape(full, settings.preview_size)
         preview_ratio = (preview[0] * preview[1]) / (full[0] * full[1])
-    estimate = estimate_memory(generator, inputs, context, layer, preview_ratio, settings.frame_batch)
+    frames_at_once = min(settings.frame_batch, settings.frames or settings.frame_batch)
+    estimate = estimate_memory(generator, inputs, context, layer, preview_ratio, frames_at_once)
     if verbose:
         print(estimate.describe())
     if not estimate.fits:
