@@ -250,6 +250,28 @@ def test_a_write_that_fails_part_way_leaves_the_folder_as_it_was(image, generato
     assert {name: (kept / name).read_bytes() for name in os.listdir(kept)} == before
 
 
+def test_a_folder_in_the_way_or_a_failed_move_leaves_no_temporary_files(image, generator, tmp_path, monkeypatch):
+    result = _paint(image, generator, frames=2)
+    (tmp_path / "stroke_log.npz").mkdir()
+    (tmp_path / "stroke_log.npz" / "mine.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError, match="stroke_log.npz is a folder"):
+        write_outputs(result, tmp_path, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["stroke_log.npz"]
+
+    moves = []
+
+    def fail_on_the_third_move(source, target):
+        moves.append(target)
+        if len(moves) == 3:
+            raise KeyboardInterrupt
+        os.rename(source, target)
+
+    monkeypatch.setattr(outputs_module.os, "replace", fail_on_the_third_move)
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(result, tmp_path / "fresh")
+    assert not [name for name in os.listdir(tmp_path / "fresh") if name.startswith(".")]
+
+
 def test_numpy_scalar_settings_paint_and_log_as_python_numbers(image, generator, tmp_path):
     result = _paint(image, generator, tau=np.int64(8), m=np.float32(0.75), max_strokes=np.int64(30),
                     frames=np.int64(2), condition={"style": np.int64(3)})
@@ -324,6 +346,21 @@ def test_the_working_set_counts_the_tensors_alive_at_once():
         return view, third
 
     assert _working_set(run) == 8000
+
+
+def test_the_working_set_leaves_out_views_of_what_existed_before():
+    from cpia_cuda.painting.memory import _working_set
+
+    weight, sparse = torch.ones(512, 512), torch.eye(4).to_sparse()
+    layer = torch.nn.Linear(512, 512)  # its forward takes the transpose of its weight, a view
+
+    def run():
+        flat = weight.view(-1)  # a view: no new memory
+        weight.add_(1)  # in place: none either
+        layer(torch.ones(1, 512))  # the view of the weight is not new; its output (2 KiB) is
+        return flat.sum(), sparse * 2
+
+    assert _working_set(run) < 4 * 4096
 
 
 def test_the_frame_batch_estimate_counts_only_the_frames_there_are(image, generator):

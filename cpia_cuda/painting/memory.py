@@ -104,20 +104,28 @@ class _PeakLiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
-        for value in tree_flatten(output)[0]:
-            if isinstance(value, torch.Tensor):
-                storage = value.untyped_storage()
-                key = storage.data_ptr()
-                if key in self._sizes or storage.nbytes() == 0:
-                    continue  # a view, or an op's output in place
-                self._sizes[key] = storage.nbytes()
-                self.live += storage.nbytes()
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(storage, self._freed, key)
+        # An output on the storage of an argument (a view of a weight, an op in place) is no new memory.
+        held = {storage.data_ptr() for storage in map(_storage_of, tree_flatten((args, kwargs))[0]) if storage}
+        for storage in map(_storage_of, tree_flatten(output)[0]):
+            if storage is None or storage.data_ptr() in held or storage.data_ptr() in self._sizes:
+                continue
+            key = storage.data_ptr()
+            self._sizes[key] = storage.nbytes()
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._freed, key)
         return output
 
     def _freed(self, key: int) -> None:
         self.live -= self._sizes.pop(key, 0)
+
+
+def _storage_of(value: Any) -> torch.UntypedStorage | None:
+    """The storage of a dense tensor that holds memory; None for anything else (sparse, meta, empty)."""
+    if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_meta:
+        return None
+    storage = value.untyped_storage()
+    return storage if storage.nbytes() > 0 else None
 
 
 @torch.no_grad()

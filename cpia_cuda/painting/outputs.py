@@ -12,7 +12,8 @@
 
 Every file is first written to a temporary file in the same folder; only when all of them are
 written are they moved into place with ``os.replace`` (a reader never sees half a file, and a
-failure on the way, a full disk say, leaves the folder as it was). Unless ``overwrite``, nothing is
+failure while writing, a full disk say, leaves the folder as it was; the moves themselves are
+renames within one folder). Unless ``overwrite``, nothing is
 written when any of the files exists already; with ``overwrite``, the files of this table that an
 earlier run left and this run does not write (``generated.png`` of a GAN run, say) are removed, so
 the folder holds one painting.
@@ -68,16 +69,18 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
     if not overwrite:
         refuse_existing_outputs(outdir, writers)
     outdir.mkdir(parents=True, exist_ok=True)
+    in_the_way = [str(outdir / name) for name in writers if (outdir / name).is_dir()]
+    if in_the_way:
+        raise IsADirectoryError(f"{in_the_way[0]} is a folder; an output file of that name cannot replace it")
     staged: list[tuple[Path, Path]] = []
     try:
         for name, write in writers.items():
             staged.append((staged_file(outdir / name, write), outdir / name))
-    except BaseException:
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:  # after an error: the files not moved into place yet
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
-        raise
-    for tmp, path in staged:
-        os.replace(tmp, path)
     written = [path for _, path in staged]
     if overwrite:
         for name in OUTPUT_NAMES:

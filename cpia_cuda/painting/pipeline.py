@@ -462,7 +462,7 @@ def _check_memory(generator: Generator, inputs: torch.Tensor, context: Any, laye
         print(estimate.describe())
     if not estimate.fits:
         raise PaintingError(f"this painting does not fit: {estimate.describe()}; use a smaller image, a "
-                            f"smaller --preview-size, or a device with more memory")
+                            f"smaller preview size or frame batch, or a device with more memory")
     return estimate
 
 
