@@ -1,6 +1,6 @@
 """End to end: the default network (multistyle26) painting a photo at 512 and 2048 pixels, with the
-time split into planning, encoding, strokes, rendering (final image, frames, stroke maps), the rest
-of the call (loading the network, checking the settings, estimating the memory) and writing. Each
+time split into the memory estimate, planning, encoding, strokes, rendering (final image, frames,
+stroke maps), the rest of the call (loading the network, checking the settings) and writing. Each
 device paints a small image first, so one-time costs (first calls, allocator growth) are not in the
 figures."""
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 SIZES = (512, 2048)
 SETTINGS = dict(generator="multistyle26", condition={"style": 7}, layer="res.5", tau=8, planner="segments",
                 frames=24)
-PHASES = ("plan", "encode", "strokes", "render", "other", "write")
+PHASES = ("estimate", "plan", "encode", "strokes", "render", "other", "write")
 WARM_UP_SIZE = 64
 
 

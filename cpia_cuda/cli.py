@@ -160,23 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_device(name: str | None) -> str:
     """``--device``: default CUDA when a GPU and the CUDA kernels are there, else the CPU."""
     from . import _ops
+    from ._devices import device_problem
 
     if name is None:
         return "cuda" if torch.cuda.is_available() and _ops.cuda_kernels_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: no CUDA device is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: expected a CUDA device index below {torch.cuda.device_count()}")
-        if not _ops.cuda_kernels_available():
-            raise ValueError(f"--device {name}: this build of cpia_cuda has no CUDA kernels (built without the "
-                             "CUDA toolkit); use --device cpu, or rebuild with CPIA_CUDA=1")
+    problem = device_problem(name)
+    if problem is not None:
+        raise ValueError(f"--device{problem}")
     return name
 
 

@@ -179,10 +179,12 @@ def _check_brush_cells(cells: int) -> None:
 
 
 # Distance-weight tables by (channel_cost, sigma, max_d2), least recently used first, at most
-# _TABLE_CACHE_ENTRIES entries (64 MB of float32) in all.
+# _TABLE_CACHE_TABLES tables and _TABLE_CACHE_ENTRIES entries (64 MB of float32) in all.
 _table_cache: collections.OrderedDict = collections.OrderedDict()
+_table_cache_size = 0  # entries over all tables
 _table_cache_lock = threading.Lock()
 _TABLE_CACHE_ENTRIES = 1 << 24
+_TABLE_CACHE_TABLES = 256
 # 256 MB of float32; only a sigma in the thousands on an image thousands of pixels a side needs more.
 MAX_DISTANCE_WEIGHTS = 1 << 26
 
@@ -260,10 +262,13 @@ def distance_weights(channel_cost: float, sigma: float, height: int, width: int)
     at_floor = np.flatnonzero(values == np.float32(1.0 - channel_cost))
     if at_floor.size:  # the bisection's answer, unless the C library's exp is not monotone
         values = values[: at_floor[0] + 1]
+    global _table_cache_size
     with _table_cache_lock:
-        _table_cache[key] = values
-        while sum(table.size for table in _table_cache.values()) > _TABLE_CACHE_ENTRIES:
-            _table_cache.popitem(last=False)
+        if key not in _table_cache:
+            _table_cache[key] = values
+            _table_cache_size += values.size
+        while _table_cache_size > _TABLE_CACHE_ENTRIES or len(_table_cache) > _TABLE_CACHE_TABLES:
+            _table_cache_size -= _table_cache.popitem(last=False)[1].size
     return torch.from_numpy(values.copy())
 
 

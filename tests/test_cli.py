@@ -283,8 +283,8 @@ def test_python_dash_m_runs_the_command():
 
 
 @pytest.mark.parametrize("name, gpus, kernels, message", [
-    ("tpu", 1, True, "expected cpu, cuda or cuda:N, got 'tpu'"),
-    ("meta", 1, True, "expected cpu, cuda or cuda:N, got 'meta'"),
+    ("tpu", 1, True, "expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    ("meta", 1, True, "expected 'cpu', 'cuda' or 'cuda:N', got 'meta'"),
     ("cuda:1", 1, True, "expected a CUDA device index below 1"),
     ("cuda", 1, False, "has no CUDA kernels"),
     ("cuda", 0, True, "no CUDA device is available"),

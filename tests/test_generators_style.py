@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -567,6 +568,50 @@ def test_hooked_decode_leaves_y_alone_and_replaces_the_first_call_only():
         assert torch.equal(y, kept)
         assert torch.equal(first, second)
         torch.testing.assert_close(first, module(images), rtol=0, atol=0)
+
+
+class _ServedWhilePainted(torch.nn.Module):
+    """A net that, when given ``serve_inputs``, has another thread run a whole plain pass of itself
+    at the start of each of its passes: an application serving the model while it paints with it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.body = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.head = torch.nn.Conv2d(4, 3, 1)
+        self.serve_inputs = None
+        self.served = []  # the other thread's outputs (or errors)
+
+    def forward(self, x):
+        if self.serve_inputs is not None and threading.current_thread() is threading.main_thread():
+            def serve():
+                try:
+                    with torch.no_grad():
+                        self.served.append(self(self.serve_inputs))
+                except BaseException as error:  # noqa: B036 - the test reports it
+                    self.served.append(error)
+            worker = threading.Thread(target=serve)
+            worker.start()
+            worker.join()
+        return torch.sigmoid(self.head(torch.relu(self.body(torch.relu(self.stem(x))))))
+
+
+def test_hooked_hooks_leave_other_threads_passes_of_the_module_alone():
+    module = _ServedWhilePainted()
+    generator = HookedGenerator(module, ["body"], channels=[4])
+    images, served = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        plain = module(served)
+        module.serve_inputs = served
+        context = generator.make_context()
+        y = generator.encode(images, "body", context)
+        decoded = generator.decode(torch.zeros_like(y), "body", context)
+        module.serve_inputs = None
+        assert torch.equal(y, module.body(torch.relu(module.stem(images))))
+        assert torch.equal(decoded, torch.sigmoid(module.head(torch.zeros_like(y))))
+    assert len(module.served) == 2
+    assert all(isinstance(output, torch.Tensor) and torch.equal(output, plain) for output in module.served)
 
 
 # -- CUDA: the device follows the module and the inputs --------------------------------------------

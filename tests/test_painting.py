@@ -250,6 +250,16 @@ def test_a_write_that_fails_part_way_leaves_the_folder_as_it_was(image, generato
     assert {name: (kept / name).read_bytes() for name in os.listdir(kept)} == before
 
 
+def test_the_memory_count_does_not_import_torchs_compiler():
+    import subprocess
+    import sys
+
+    program = ("import sys, torch; from cpia_cuda.painting.memory import _working_set; "
+               "_working_set(lambda: torch.ones(3) * 2); print('torch._dynamo' in sys.modules)")
+    completed = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert completed.stdout.strip() == "False", completed.stderr
+
+
 def test_a_folder_in_the_way_or_a_failed_move_leaves_no_temporary_files(image, generator, tmp_path, monkeypatch):
     result = _paint(image, generator, frames=2)
     (tmp_path / "stroke_log.npz").mkdir()
@@ -397,6 +407,12 @@ def test_a_run_that_cannot_fit_is_refused_before_painting(image, generator, monk
     (dict(seed=-1), r"seed must be an int in \[0, 2\^63 - 1\], got -1"),
     (dict(seed=1.0), "seed must be an int"),
     (dict(last_labels="person"), r"last_labels: expected a tuple of labels, got the single string 'person'"),
+    (dict(device="gpu"), r"device: expected 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    (dict(brush=torch.ones(3, 3, dtype=torch.int64)), r"brush must be an int z >= 0 or a bool \(kh, kw\) mask, got "
+                                                      "torch.int64 values"),
+    (dict(brush=[[1, 1, 1]] * 3), "brush must be an int z >= 0 or a bool .* got torch.int64 values"),
+    (dict(brush=[[True], [True, False]]), "brush must be an int z >= 0 or a bool .* got"),
+    (dict(weights="no/such/weights.onnx"), "weights no/such/weights.onnx: no such file or folder"),
 ])
 def test_bad_settings_raise_clear_errors(image, generator, options, message):
     with pytest.raises(ValueError, match=message):
@@ -425,9 +441,40 @@ def test_a_gan_is_planned_on_its_generated_image_and_tau_equal_to_channels_is_pl
     assert result.log.content.shape == latent.shape
 
 
+def test_the_result_and_the_log_do_not_share_the_callers_tensors(image, generator):
+    content = image.clone()
+    result = _paint(image=content, generator=generator)
+    kept_content, kept_log_content = result.content.clone(), result.log.content.clone()
+    content.zero_()
+    assert torch.equal(result.content, kept_content) and torch.equal(result.log.content, kept_log_content)
+
+
+def test_a_generator_in_train_mode_paints_in_eval_mode_and_keeps_its_mode(image):
+    from cpia_cuda.generators import HookedGenerator
+
+    torch.manual_seed(2)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                 torch.nn.Conv2d(4, 3, 1), torch.nn.Sigmoid())
+    hooked = HookedGenerator(module, ["1"], channels=[4])
+    statistics = module[1].running_mean.clone()
+    module.train()
+    paint(image, generator=hooked, layer="1", tau=2, max_strokes=10, planner=None, frames=2)
+    assert module.training and all(m.training for m in module.modules())
+    assert torch.equal(module[1].running_mean, statistics)
+
+
+def test_the_distance_weight_cache_keeps_a_bounded_number_of_tables():
+    from cpia_cuda import ops
+
+    for step in range(ops._TABLE_CACHE_TABLES + 40):
+        ops.distance_weights(0.5, 1.0 + step / 1000, 8, 8)
+    assert len(ops._table_cache) == ops._TABLE_CACHE_TABLES
+    assert ops._table_cache_size == sum(table.size for table in ops._table_cache.values())
+
+
 def test_phase_timings_cover_the_run(image, generator):
     result = _paint(image, generator)
-    assert set(result.timings) == {"plan", "encode", "strokes", "render"}
+    assert set(result.timings) == {"estimate", "plan", "encode", "strokes", "render"}
     assert all(seconds >= 0 for seconds in result.timings.values())
     assert sum(result.timings.values()) <= result.seconds
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from .._devices import device_problem
 from .base import Generator, GeneratorError, Layer
 
 DEFAULT_GENERATOR = "multistyle26"
@@ -50,6 +51,8 @@ def load_generator(name: str = DEFAULT_GENERATOR, weights: str | None = None,
                    device: torch.device | str | None = None) -> Generator:
     """Build the generator registered as ``name``, in eval mode with frozen weights, on ``device``."""
     load = _loader(name)
+    if device is not None and (problem := device_problem(device, needs_kernels=False)) is not None:
+        raise GeneratorError(f"device{problem}")
     needs_weights = _REGISTRY[name][2]
     if needs_weights and weights is None:
         raise GeneratorError(f"generator {name!r} needs weights: pass a path (--weights on the command line)")

@@ -10,11 +10,15 @@ submodule) see those activations from the recomputed front part, not from ``Y``.
 more than once in one forward pass is captured and replaced at its first call; its later calls run as
 they are, so ``decode(encode(x))`` still equals ``forward(x)``. ``decode`` hands the module a copy of
 ``Y``, so in-place operations after the submodule (``out += identity``, ``ReLU(inplace=True)``) leave
-the caller's ``Y`` alone and every decode of it gives the same image.
+the caller's ``Y`` alone and every decode of it gives the same image. The hooks act only on the
+forward passes of the thread that is encoding or decoding: other threads may run the same module
+(plainly, or painting with it) at the same time. A module that runs the named submodule in a thread
+of its own is not supported.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -114,7 +118,7 @@ class HookedGenerator(Generator):
                 found.setdefault(name, _as_tensor(output, name).shape[1])  # returns None: output unchanged
             return hook
 
-        handles = [self._submodules[n].register_forward_hook(record(n)) for n in names]
+        handles = [self._submodules[n].register_forward_hook(_in_this_thread(record(n))) for n in names]
         try:
             with torch.no_grad():
                 self._call(example_inputs, HookContext())
@@ -135,7 +139,7 @@ class HookedGenerator(Generator):
             captured.append(_as_tensor(output, target.name))
             raise _StopForward
 
-        handle = self._submodules[target.name].register_forward_hook(capture)
+        handle = self._submodules[target.name].register_forward_hook(_in_this_thread(capture))
         try:
             self._call(inputs, context)
         except _StopForward:
@@ -175,7 +179,7 @@ class HookedGenerator(Generator):
             replaced.append(True)
             return activation.clone()
 
-        handle = self._submodules[target.name].register_forward_hook(replace)
+        handle = self._submodules[target.name].register_forward_hook(_in_this_thread(replace))
         try:
             output = self._call(context.inputs, context)
         finally:
@@ -187,6 +191,18 @@ class HookedGenerator(Generator):
     def forward(self, inputs: torch.Tensor, context: HookContext | None = None) -> torch.Tensor:
         output = self._call(inputs, self._context(context))
         return self.output_transform(output) if self.output_transform else output
+
+
+def _in_this_thread(hook):
+    """``hook`` for the forward passes of the thread that registers it. The hooks sit on the user's
+    module for the length of one call; a pass of the same module in another thread (the application
+    serving that model, or painting with it too) runs as if they were not there."""
+    owner = threading.get_ident()
+
+    def guarded(module, inputs, output):
+        return hook(module, inputs, output) if threading.get_ident() == owner else None
+
+    return guarded
 
 
 def _as_tensor(output, name: str) -> torch.Tensor:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._devices import device_problem
 from .._seeds import is_seed
 from ..generators import DEFAULT_GENERATOR, load_generator
 from ..generators.base import Generator, Layer
@@ -110,7 +111,7 @@ class PaintSettings:
 
     def stroke_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`cpia_cuda.channel_stroke` (all but Y, tau, allowed, init_mask)."""
-        brush = torch.tensor(self.brush, dtype=torch.bool) if isinstance(self.brush, list) else self.brush
+        brush = torch.tensor(self.brush) if isinstance(self.brush, list) else self.brush
         return dict(brush=brush, m=self.m, p=self.p, channel_cost=self.channel_cost, sigma=self.sigma,
                     min_response=self.min_response, max_strokes=self.max_strokes, max_coverage=self.max_coverage,
                     backend=self.backend)
@@ -123,7 +124,7 @@ class PaintSettings:
 
 
 class PhaseTimer:
-    """Wall time per phase of a run ("plan", "encode", "strokes", "render"), device work included."""
+    """Wall time per phase of a run ("estimate", "plan", "encode", "strokes", "render"), device work included."""
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
@@ -155,8 +156,8 @@ class PaintResult:
         coverage_flush: (C,): the same for a channel flush with the same tau on the same regions.
         memory: the memory estimate the run was checked against.
         seconds: wall time of the run.
-        timings: seconds per phase: "plan", "encode", "strokes" (strokes and the comparison flush),
-            "render" (final image, frames, stroke maps).
+        timings: seconds per phase: "estimate" (the memory check), "plan", "encode", "strokes"
+            (strokes and the comparison flush), "render" (final image, frames, stroke maps).
     """
 
     image: torch.Tensor
@@ -248,7 +249,8 @@ def paint(
         content: for a style network an image (3, H, W) or (1, 3, H, W) float in [0, 1]; for a GAN
             its latent input (z_dim,) or (1, z_dim).
         generator: a registry name (``cpia_cuda.generators.generator_names()``) or a Generator.
-        weights: weights path for a registry generator that needs one.
+        weights: weights path for a registry generator that needs one; with a Generator passed in,
+            where its weights came from (recorded in the log for replay).
         condition: keyword arguments of ``generator.make_context`` (``{"style": 3}``,
             ``{"style_image": tensor}``, ``{"keyword": "volcano"}``); a GAN's ``inputs`` is added.
             Default none: multistyle26 then paints style 0; the others need theirs.
@@ -287,34 +289,35 @@ def paint(
                             f"{type(condition).__name__}")
     condition = plain_python(condition or {})
     generator = _resolve_generator(generator, weights, device)
-    inputs = _prepare_inputs(content, generator)
-    context = _make_context(generator, condition, inputs)
-    layer_info = generator.resolve_layer(_default_layer(generator) if layer is None else layer)
-    settings = PaintSettings(
-        layer=layer_info.index, tau=max(1, layer_info.channels // 4) if tau is None else tau, mode=mode,
-        brush=brush.tolist() if isinstance(brush, torch.Tensor) else brush, m=m, p=p, channel_cost=channel_cost,
-        sigma=sigma, min_response=min_response, max_strokes=max_strokes, max_coverage=max_coverage,
-        planner=planner if isinstance(planner, str) or planner is None else getattr(planner, "name", "custom"),
-        planner_options=dict(planner_options or {}), order=order, skip_background=skip_background,
-        first_labels=check_labels("first_labels", first_labels), last_labels=check_labels("last_labels", last_labels),
-        reverse_order=reverse_order,
-        frames=DEFAULT_FRAMES if frames is None and every is None else frames, every=every, seed=seed,
-        backend=backend, preview_size=preview_size, background=parse_background(background),
-        step_fill=step_fill, frame_batch=frame_batch,
-    )
-    _check_settings(settings, layer_info, inputs.device)
-    estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
-
-    timer = PhaseTimer(inputs.device)
-    with timer.phase("plan"):
-        content_image = _content_image(generator, inputs, context)
-        plan = make_plan(content_image, planner, settings)
-    if verbose:
-        _note_unmatched_labels(plan, settings)
-    painted, flush_kept, log = _paint_regions(generator, inputs, context, layer_info, plan, settings,
-                                              condition, weights, verbose, timer)
-    return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
-                   estimate, started, verbose, timer)
+    with _in_eval_mode(generator):
+        inputs = _prepare_inputs(content, generator)
+        context = _make_context(generator, condition, inputs)
+        layer_info = generator.resolve_layer(_default_layer(generator) if layer is None else layer)
+        settings = PaintSettings(
+            layer=layer_info.index, tau=max(1, layer_info.channels // 4) if tau is None else tau, mode=mode,
+            brush=_brush_setting(brush), m=m, p=p, channel_cost=channel_cost, sigma=sigma,
+            min_response=min_response, max_strokes=max_strokes, max_coverage=max_coverage,
+            planner=planner if isinstance(planner, str) or planner is None else getattr(planner, "name", "custom"),
+            planner_options=dict(planner_options or {}), order=order, skip_background=skip_background,
+            first_labels=check_labels("first_labels", first_labels),
+            last_labels=check_labels("last_labels", last_labels), reverse_order=reverse_order,
+            frames=DEFAULT_FRAMES if frames is None and every is None else frames, every=every, seed=seed,
+            backend=backend, preview_size=preview_size, background=parse_background(background),
+            step_fill=step_fill, frame_batch=frame_batch,
+        )
+        _check_settings(settings, layer_info, inputs.device)
+        timer = PhaseTimer(inputs.device)
+        with timer.phase("estimate"):
+            estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
+        with timer.phase("plan"):
+            content_image = _content_image(generator, inputs, context)
+            plan = make_plan(content_image, planner, settings)
+        if verbose:
+            _note_unmatched_labels(plan, settings)
+        painted, flush_kept, log = _paint_regions(generator, inputs, context, layer_info, plan, settings,
+                                                  condition, weights, verbose, timer)
+        return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
+                       estimate, started, verbose, timer)
 
 
 def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str | None = None,
@@ -328,7 +331,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
     Args:
         log: a log from :func:`load_stroke_log` or a PaintResult's ``log``.
         generator: the Generator to render with; default the logged registry generator, loaded.
-        weights: weights path for it, when the logged one has moved (the returned log records it).
+        weights: weights path, when the logged one has moved (the returned log records it).
         device: where to render (default: the generator's device, else CPU).
         verbose: print the memory estimate and show progress bars.
 
@@ -344,49 +347,87 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
     # The strokes are not searched again; the comparison flush gives the same mask on every backend,
     # so it runs on the replay's device whatever backend the painting used.
     settings = replace(settings, backend="auto", background=parse_background(settings.background))
-    weights = weights or log.weights
-    generator = _resolve_generator(log.generator if generator is None else generator, weights, device)
-    inputs = _prepare_inputs(log.content, generator)
-    context = _make_context(generator, log.condition, inputs)
-    layer_info = generator.resolve_layer(log.layer)
-    if layer_info.name != log.layer_name:
-        raise PaintingError(f"the stroke log was painted at layer {log.layer} = {log.layer_name!r}, but layer "
-                            f"{log.layer} of {generator.name} is {layer_info.name!r}")
-    _check_settings(settings, layer_info, inputs.device)
-    estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
-    # The new log names the weights and versions this replay used, so that it replays in turn.
-    log = replace(log, weights=None if weights is None else str(Path(weights).resolve()),
-                              versions=current_versions())
-    content_image = _content_image(generator, inputs, context)
-    plan = [Region(mask=mask, label=label, score=score)
-            for mask, label, score in zip(log.region_masks, log.region_labels, log.region_scores)]
-    order = log.order.to(inputs.device)
-    ranges = log.region_stroke_ranges()
+    if generator is None:
+        weights = weights or log.weights
+        generator = _resolve_generator(log.generator, weights, device)
+    else:  # the logged weights path is only a record here: it may have moved
+        generator = _resolve_generator(generator, weights, device)
+        weights = weights or log.weights
+    with _in_eval_mode(generator):
+        inputs = _prepare_inputs(log.content, generator)
+        context = _make_context(generator, log.condition, inputs)
+        layer_info = generator.resolve_layer(log.layer)
+        if layer_info.name != log.layer_name:
+            raise PaintingError(f"the stroke log was painted at layer {log.layer} = {log.layer_name!r}, but layer "
+                                f"{log.layer} of {generator.name} is {layer_info.name!r}")
+        _check_settings(settings, layer_info, inputs.device)
+        timer = PhaseTimer(inputs.device)
+        with timer.phase("estimate"):
+            estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
+        # The new log names the weights and versions this replay used, so that it replays in turn.
+        log = replace(log, weights=None if weights is None else str(Path(weights).resolve()),
+                      versions=current_versions())
+        content_image = _content_image(generator, inputs, context)
+        plan = [Region(mask=mask, label=label, score=score)
+                for mask, label, score in zip(log.region_masks, log.region_labels, log.region_scores)]
+        order = log.order.to(inputs.device)
+        ranges = log.region_stroke_ranges()
 
-    def step(index: int, activation: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        if order.shape != activation.shape:
-            raise PaintingError(f"damaged stroke log: its order has shape {tuple(order.shape)}, but layer "
-                                f"{layer_info.index} gives an activation of shape {tuple(activation.shape)}")
-        start, stop = ranges[index]
-        return (order >= start) & (order < stop)
+        def step(index: int, activation: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+            if order.shape != activation.shape:
+                raise PaintingError(f"damaged stroke log: its order has shape {tuple(order.shape)}, but layer "
+                                    f"{layer_info.index} gives an activation of shape {tuple(activation.shape)}")
+            start, stop = ranges[index]
+            return (order >= start) & (order < stop)
 
-    timer = PhaseTimer(inputs.device)
-    painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, verbose, timer)
-    return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
-                   estimate, started, verbose, timer)
+        painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, verbose, timer)
+        return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
+                       estimate, started, verbose, timer)
 
 
 # ---------------------------------------------------------------------------------------------
 # set-up
 
 
+@contextlib.contextmanager
+def _in_eval_mode(generator: Generator) -> Iterator[None]:
+    """The generator in eval mode for a run (a module in train mode would update its batch-norm
+    statistics and drop activations), in the mode it had afterwards."""
+    modes = [(module, module.training) for module in generator.modules()]
+    generator.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def _resolve_generator(generator: str | Generator, weights: str | None,
                        device: str | torch.device | None) -> Generator:
+    if device is not None and (problem := device_problem(device)) is not None:
+        raise PaintingError(f"device{problem}")
     if isinstance(generator, str):
         return load_generator(generator, weights=weights, device=device or "cpu")
     if not isinstance(generator, Generator):
         raise PaintingError(f"generator must be a registry name or a Generator, got {type(generator).__name__}")
+    if weights is not None and not Path(weights).exists():  # recorded in the log for replay: it must be real
+        raise PaintingError(f"weights {weights}: no such file or folder")
     return generator.to(device) if device is not None else generator
+
+
+def _brush_setting(brush: Any) -> Any:
+    """``brush`` as the settings keep it: an int, or a bool brush (a tensor or nested lists) as nested
+    lists. Bool, as the op wants it: ints are refused, not turned into a mask."""
+    if isinstance(brush, (list, tuple)):
+        try:
+            brush = torch.tensor(brush)
+        except (TypeError, ValueError, RuntimeError):
+            raise PaintingError(f"brush must be an int z >= 0 or a bool (kh, kw) mask, got {brush!r:.60}") from None
+    if isinstance(brush, torch.Tensor):
+        if brush.dtype != torch.bool:
+            raise PaintingError(f"brush must be an int z >= 0 or a bool (kh, kw) mask, got {brush.dtype} values")
+        return brush.tolist()
+    return brush
 
 
 def _generator_device(generator: Generator) -> torch.device:
@@ -674,10 +715,12 @@ def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, lay
         order=order.cpu(), strokes=torch.cat(rows), region_masks=torch.stack([r.mask.cpu() for r in plan]),
         region_labels=[r.label for r in plan], region_scores=[float(r.score) for r in plan],
         stop_reasons=stop_reasons,
-        content=(inputs[0] if generator.input_kind == "image" else inputs).detach().cpu(),
+        # copies, not views of the caller's tensors: a log must not change when they do
+        content=(inputs[0] if generator.input_kind == "image" else inputs).detach().to("cpu", copy=True),
         # absolute, so that the log replays from any working folder
         generator=generator.name, weights=None if weights is None else str(Path(weights).resolve()),
-        condition={k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in condition.items()},
+        condition={k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v
+                   for k, v in condition.items()},
         layer=layer.index, layer_name=layer.name, settings=settings.to_json(), frame_strokes=[],
     )
     return painted, kept, log
@@ -733,7 +776,8 @@ def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, pa
     stroke_maps = render_stroke_maps(order, log.frame_strokes, settings.tau, tuple(frames.shape[-2:]),
                                      tuple(settings.background))
     return PaintResult(
-        image=image, frames=frames, stroke_maps=stroke_maps, log=log, plan=plan, content=content_image.cpu(),
+        image=image, frames=frames, stroke_maps=stroke_maps, log=log, plan=plan,
+        content=content_image.detach().to("cpu", copy=True),
         coverage=channel_coverage(log.order >= 0), coverage_flush=channel_coverage(flush_kept).cpu(),
         memory=estimate, seconds=time.perf_counter() - started, timings=timer.seconds,
     )

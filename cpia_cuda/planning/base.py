@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .._devices import device_problem
+
 
 @dataclass
 class Region:
@@ -39,15 +41,7 @@ def check_weights_path(weights: object) -> None:
 
 def planner_device(device: object) -> torch.device:
     """The ``device`` option of a detector planner as a torch.device that exists here."""
-    try:
-        parsed = torch.device(device)  # type: ignore[arg-type]
-    except (RuntimeError, TypeError):
-        parsed = None
-    if parsed is None or parsed.type not in ("cpu", "cuda"):
-        raise PlanningError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise PlanningError(f"device {device!r}: no CUDA device is available")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise PlanningError(f"device {device!r}: expected a CUDA device index below {torch.cuda.device_count()}")
-    return parsed
+    problem = device_problem(device, needs_kernels=False)
+    if problem is not None:
+        raise PlanningError(f"device{problem}")
+    return torch.device(device)  # type: ignore[arg-type]
