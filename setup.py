@@ -1,25 +1,37 @@
-"""Build of the cpia_cuda extension.
+"""Build of the cpia_cuda extension (against the torch installed: build with --no-build-isolation).
 
-The CUDA kernels are built when the CUDA toolkit is found, else a CPU-only extension is built.
-CPIA_CUDA=1 forces the CUDA build (failing without a toolkit), CPIA_CUDA=0 forces CPU-only.
-DEBUG=1 builds with -O0 -g and debug-only assertions. With no GPU visible and
-TORCH_CUDA_ARCH_LIST unset, the CUDA build targets sm_80 and sm_90 (+PTX for newer cards).
+The CUDA kernels are built when the CUDA toolkit's nvcc is found, else a CPU-only extension is
+built. CPIA_CUDA=1 forces the CUDA build (failing without nvcc), CPIA_CUDA=0 forces CPU-only.
+CPIA_DEBUG=1 builds with -O0 -g and debug-only assertions. With no GPU visible and
+TORCH_CUDA_ARCH_LIST unset, the CUDA build targets sm_80 and sm_90 (+PTX for newer cards). Object
+files stay in build/temp-* between builds, so a rebuild compiles only what changed.
 """
 
 import glob
 import os
+import sys
+import sysconfig
 
 from setuptools import setup
 
 # torch guesses CUDA_HOME from the nvcc on PATH, which can be a link outside the toolkit; prefer
 # the standard install location when it is there.
-if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
+if not os.environ.get("CUDA_HOME") and os.path.exists("/usr/local/cuda/bin/nvcc"):
     os.environ["CUDA_HOME"] = "/usr/local/cuda"
 
-from torch.utils import cpp_extension  # noqa: E402  (reads CUDA_HOME at import)
+try:
+    from torch.utils import cpp_extension  # reads CUDA_HOME at import
+except ImportError:
+    raise SystemExit("building cpia_cuda needs torch installed first (it compiles against it): install "
+                     "requirements.txt, then pip install --no-build-isolation .") from None
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
+
+
+def nvcc_found() -> bool:
+    home = cpp_extension.CUDA_HOME
+    return home is not None and os.path.exists(os.path.join(home, "bin", "nvcc"))
 
 
 def cuda_wanted() -> bool:
@@ -28,20 +40,32 @@ def cuda_wanted() -> bool:
         if forced not in ("0", "1"):
             raise SystemExit(f"CPIA_CUDA must be 0 or 1, got {forced!r}")
         return forced == "1"
-    return cpp_extension.CUDA_HOME is not None
+    return nvcc_found()
 
 
 def configure_cuda_environment() -> None:
-    if cpp_extension.CUDA_HOME is None:
-        raise SystemExit("CPIA_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME (e.g. /usr/local/cuda)")
+    if not nvcc_found():
+        raise SystemExit(f"CPIA_CUDA=1 but no nvcc was found (CUDA_HOME={cpp_extension.CUDA_HOME}): set "
+                         f"CUDA_HOME to a CUDA toolkit (e.g. /usr/local/cuda)")
     import torch
 
-    if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
 
 
+class BuildExtension(cpp_extension.BuildExtension):
+    """torch's build_ext with its object files in one folder per Python and build kind, kept between
+    builds (pip's editable install would otherwise compile everything in a new temporary folder)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        kind = "cuda" if cuda_wanted() else "cpu"
+        folder = f"temp-{sysconfig.get_platform()}-{sys.implementation.cache_tag}-{kind}"
+        self.build_temp = os.path.join(ROOT, "build", folder)
+
+
 def extension():
-    debug = os.environ.get("DEBUG", "0") == "1"
+    debug = os.environ.get("CPIA_DEBUG", "0") == "1"
     optimise = ["-O0", "-g", "-UNDEBUG"] if debug else ["-O3"]  # -UNDEBUG: debug-only assertions on
     sources = [os.path.join("csrc", "ops.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     # -fopenmp: at::parallel_for only runs in parallel in code compiled with OpenMP (the library
@@ -69,5 +93,5 @@ def extension():
 
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    cmdclass={"build_ext": BuildExtension},
 )

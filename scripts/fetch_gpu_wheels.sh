@@ -11,7 +11,9 @@
 set -euo pipefail
 dir=${1:?usage: scripts/fetch_gpu_wheels.sh DIR [PYTHON_VERSION]}
 python_version=${2:-3.12}
-cd "$(dirname "$0")/.."
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)  # relative to where it was called from, not to the repository
+cd "$(dirname "$(readlink -f "$0")")/.."
 pip=".venv/bin/python -m pip"
 [ -x .venv/bin/python ] || pip="python3 -m pip"
 $pip download -q --no-deps --only-binary=:all: --python-version "$python_version" -d "$dir" \

@@ -2,11 +2,15 @@
 # Sets up .venv with the pinned dependencies and builds the extension in place (idempotent).
 # The CUDA kernels are built when the CUDA toolkit is found; CPIA_CUDA=0 forces a CPU-only build.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$(readlink -f "$0")")/.."
 python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$python" -m venv .venv
+# A .venv left by an interrupted setup (no pip) or made by another Python is made again.
+version() { "$1" -c 'import sys; print(sys.version_info[:2])' 2>/dev/null || true; }
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1 ||
+   [ "$(version .venv/bin/python)" != "$(version "$python")" ]; then
+  "$python" -m venv --clear .venv
 fi
+export PATH="$PWD/.venv/bin:$PATH"  # the build finds the venv's ninja
 # pip's complaints about index folders this machine does not have are noise; real errors still show.
 pip_install() {
   .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)

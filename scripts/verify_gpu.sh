@@ -23,7 +23,7 @@ fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 [ -z "$wheels" ] || wheels=$(cd "$wheels" && pwd)
-cd "$(dirname "$0")/.."
+cd "$(dirname "$(readlink -f "$0")")/.."
 python=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 started=$SECONDS

@@ -11,7 +11,9 @@ sources include are tracked by the build (ninja), so an edit to paint_rules.h re
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -67,6 +69,10 @@ def load_emulated_kernels(race_check: bool = False):
     source_path = build_dir / "emulated_kernels.cpp"
     if not source_path.exists() or source_path.read_text() != source:
         source_path.write_text(source)
+    # ninja from the interpreter's own environment, where PATH does not name it (a venv not activated)
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
     torch.utils.cpp_extension.load(
         name=f"cpia_emulated_{digest}",
         sources=[str(source_path)],
