@@ -472,6 +472,25 @@ def test_the_distance_weight_cache_keeps_a_bounded_number_of_tables():
     assert ops._table_cache_size == sum(table.size for table in ops._table_cache.values())
 
 
+def test_progress_is_reported_by_stage_and_a_raising_callback_cancels(image, generator):
+    calls = []
+    result = _paint(image, generator, frames=5, frame_batch=2, progress=lambda *call: calls.append(call))
+    assert [call for call in calls if call[0] == "regions"] == [("regions", 1, 2), ("regions", 2, 2)]
+    assert [call for call in calls if call[0] == "frames"] == [("frames", 2, 5), ("frames", 4, 5), ("frames", 5, 5)]
+    assert len(result.frames) == 5
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(stage, done, total):
+        raise Cancelled(stage)
+
+    with pytest.raises(Cancelled, match="regions"):
+        _paint(image, generator, progress=cancel)
+    with pytest.raises(PaintingError, match="progress must be a callable"):
+        _paint(image, generator, progress="yes")
+
+
 def test_phase_timings_cover_the_run(image, generator):
     result = _paint(image, generator)
     assert set(result.timings) == {"estimate", "plan", "encode", "strokes", "render"}

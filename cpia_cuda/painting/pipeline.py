@@ -242,6 +242,7 @@ def paint(
     step_fill: str = "mean",
     frame_batch: int = 8,
     verbose: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> PaintResult:
     """Paint ``content`` with channel strokes (or flushes) region by region, and render it.
 
@@ -275,12 +276,16 @@ def paint(
             colour), ``"background"`` (the paper colour) or ``"none"`` (the unmasked content).
         frame_batch: frames decoded per batch.
         verbose: print the memory estimate and show progress bars.
+        progress: called as ``progress(stage, done, total)`` after each step image (stage
+            ``"regions"``) and each batch of frames (``"frames"``); an exception it raises ends the
+            run with that exception (a way to cancel a run from another thread).
 
     Raises:
         PaintingError (a ValueError) for bad settings, an empty plan or a run that cannot fit in
         memory; GeneratorError / PlanningError / the ops' errors for their own arguments.
     """
     started = time.perf_counter()
+    feedback = _feedback(verbose, progress)
     if not is_seed(seed):
         raise PaintingError(f"seed must be an int in [0, 2^63 - 1], got {seed!r}")
     seed = int(seed)  # numpy integers too: the planners and the log take a plain int
@@ -315,13 +320,14 @@ def paint(
         if verbose:
             _note_unmatched_labels(plan, settings)
         painted, flush_kept, log = _paint_regions(generator, inputs, context, layer_info, plan, settings,
-                                                  condition, weights, verbose, timer)
+                                                  condition, weights, feedback, timer)
         return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
-                       estimate, started, verbose, timer)
+                       estimate, started, feedback, timer)
 
 
 def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str | None = None,
-           device: str | torch.device | None = None, verbose: bool = False) -> PaintResult:
+           device: str | torch.device | None = None, verbose: bool = False,
+           progress: ProgressCallback | None = None) -> PaintResult:
     """Re-render a painting from its stroke log (plus the generator, loaded by the logged name).
 
     The strokes are not searched again: the element order of the log decides the mask of every
@@ -334,12 +340,14 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         weights: weights path, when the logged one has moved (the returned log records it).
         device: where to render (default: the generator's device, else CPU).
         verbose: print the memory estimate and show progress bars.
+        progress: as for :func:`paint`.
 
     Raises:
         PaintingError for a log that does not fit the generator (another layer name) or whose
         settings are out of range, and what :func:`paint` raises for a run that cannot fit.
     """
     started = time.perf_counter()
+    feedback = _feedback(verbose, progress)
     try:
         settings = PaintSettings(**log.settings)
     except TypeError as error:  # a log written with other settings than this version has
@@ -380,9 +388,10 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
             start, stop = ranges[index]
             return (order >= start) & (order < stop)
 
-        painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, verbose, timer)
+        painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, feedback,
+                                          timer)
         return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
-                       estimate, started, verbose, timer)
+                       estimate, started, feedback, timer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,32 +643,59 @@ def _step_activations(generator: Generator, inputs: torch.Tensor, context: Any, 
             yield index, generator.encode(step, layer.index, context)[0].to(torch.float32)
 
 
-def _progress(total: int, description: str, enabled: bool):
-    """A tqdm bar on stderr when enabled and tqdm is installed, else a silent stand-in."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, desc=description, file=sys.stderr, leave=False)
-        except ImportError:
-            pass
-    return _SilentProgress()
+def _feedback(verbose: bool, progress: Any) -> "_Feedback":
+    if progress is not None and not callable(progress):
+        raise PaintingError(f"progress must be a callable progress(stage, done, total), got {type(progress).__name__}")
+    return _Feedback(bool(verbose), progress)
 
 
-class _SilentProgress:
+#: ``progress(stage, done, total)``: stage "regions" (after each step image) or "frames" (after each
+#: batch of frames); an exception it raises ends the run with that exception.
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class _Feedback:
+    """What a run tells its caller as it goes: printed notes and tqdm bars (verbose), callbacks."""
+
+    verbose: bool = False
+    progress: ProgressCallback | None = None
+
+    def bar(self, total: int, stage: str) -> "_Progress":
+        return _Progress(total, stage, self)
+
+
+class _Progress:
+    """One stage's progress: a tqdm bar on stderr when verbose and tqdm is installed, and the callback."""
+
+    def __init__(self, total: int, stage: str, feedback: _Feedback):
+        self.total, self.stage, self.done = total, stage, 0
+        self.callback = feedback.progress
+        self.tqdm = None
+        if feedback.verbose:
+            try:
+                from tqdm.auto import tqdm
+
+                self.tqdm = tqdm(total=total, desc=f"painting {stage}" if stage == "regions" else f"rendering {stage}",
+                                 file=sys.stderr, leave=False)
+            except ImportError:
+                pass
+
     def update(self, count: int = 1) -> None:
-        pass
-
-    def set_postfix(self, **values: Any) -> None:
-        pass
+        self.done += count
+        if self.tqdm is not None:
+            self.tqdm.update(count)
+        if self.callback is not None:
+            self.callback(self.stage, self.done, self.total)
 
     def close(self) -> None:
-        pass
+        if self.tqdm is not None:
+            self.tqdm.close()
 
 
 def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer, plan: Sequence[Region],
                 settings: PaintSettings, step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor],
-                verbose: bool, timer: PhaseTimer) -> tuple[torch.Tensor, torch.Tensor]:
+                feedback: _Feedback, timer: PhaseTimer) -> tuple[torch.Tensor, torch.Tensor]:
     """Feed the step images in plan order and accumulate the painting.
 
     ``step(index, activation, allowed)`` returns the bool (C, h, w) elements that step painted; they take
@@ -669,7 +705,7 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
     painted = kept = allowed_masks = None
     steps = _step_activations(generator, inputs, context, layer, plan, settings)
     # closed on errors too, so that a message does not land on the bar's line
-    with contextlib.closing(_progress(len(plan), "painting regions", verbose)) as progress:
+    with contextlib.closing(feedback.bar(len(plan), "regions")) as progress:
         while True:
             with timer.phase("encode"):
                 next_step = next(steps, None)
@@ -692,7 +728,8 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
 
 def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
                    plan: Sequence[Region], settings: PaintSettings, condition: dict[str, Any],
-                   weights: str | None, verbose: bool, timer: PhaseTimer) -> tuple[torch.Tensor, torch.Tensor, StrokeLog]:
+                   weights: str | None, feedback: _Feedback,
+                   timer: PhaseTimer) -> tuple[torch.Tensor, torch.Tensor, StrokeLog]:
     """Stroke (or flush) every step image; return the painted activation, the flush mask and the log."""
     order = None
     rows, stop_reasons = [], []
@@ -710,7 +747,7 @@ def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, lay
         stop_reasons.append(reason)
         return new
 
-    painted, kept = _walk_steps(generator, inputs, context, layer, plan, settings, step, verbose, timer)
+    painted, kept = _walk_steps(generator, inputs, context, layer, plan, settings, step, feedback, timer)
     log = StrokeLog(
         order=order.cpu(), strokes=torch.cat(rows), region_masks=torch.stack([r.mask.cpu() for r in plan]),
         region_labels=[r.label for r in plan], region_scores=[float(r.score) for r in plan],
@@ -755,22 +792,22 @@ def channel_coverage(mask: torch.Tensor) -> torch.Tensor:
 
 def _finish(generator: Generator, context: Any, layer: Layer, log: StrokeLog, painted: torch.Tensor,
             flush_kept: torch.Tensor, plan: list[Region], content_image: torch.Tensor, settings: PaintSettings,
-            estimate: MemoryEstimate | None, started: float, verbose: bool, timer: PhaseTimer) -> PaintResult:
+            estimate: MemoryEstimate | None, started: float, feedback: _Feedback, timer: PhaseTimer) -> PaintResult:
     """Render the final image, the frames and the stroke maps of a painted activation."""
     with timer.phase("render"):
         return _render(generator, context, layer, log, painted, flush_kept, plan, content_image, settings,
-                       estimate, started, verbose, timer)
+                       estimate, started, feedback, timer)
 
 
 def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, painted: torch.Tensor,
             flush_kept: torch.Tensor, plan: list[Region], content_image: torch.Tensor, settings: PaintSettings,
-            estimate: MemoryEstimate | None, started: float, verbose: bool, timer: PhaseTimer) -> PaintResult:
+            estimate: MemoryEstimate | None, started: float, feedback: _Feedback, timer: PhaseTimer) -> PaintResult:
     order = log.order.to(painted.device)
     renderer = CanvasRenderer(generator=generator, layer=layer, context=context, tau=settings.tau,
                               background=tuple(settings.background), image_size=tuple(content_image.shape[-2:]))
     image = renderer.render_full(painted, order >= 0).cpu()
     log.frame_strokes = frame_thresholds(log.num_strokes, settings.frames, settings.every)
-    with contextlib.closing(_progress(len(log.frame_strokes), "rendering frames", verbose)) as progress:
+    with contextlib.closing(feedback.bar(len(log.frame_strokes), "frames")) as progress:
         frames = renderer.render_frames(painted, order, log.frame_strokes, settings.preview_size,
                                         settings.frame_batch, progress=progress.update)
     stroke_maps = render_stroke_maps(order, log.frame_strokes, settings.tau, tuple(frames.shape[-2:]),
