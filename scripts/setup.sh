@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 python=${PYTHON:-python3}
-# A .venv left by an interrupted setup (no pip) or made by another Python is made again.
+# A .venv left by an interrupted setup (no pip), or made by another Python than a PYTHON asked for,
+# is made again.
 version() { "$1" -c 'import sys; print(sys.version_info[:2])' 2>/dev/null || true; }
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1 ||
-   [ "$(version .venv/bin/python)" != "$(version "$python")" ]; then
+   { [ -n "${PYTHON:-}" ] && [ "$(version .venv/bin/python)" != "$(version "$python")" ]; }; then
   "$python" -m venv --clear .venv
 fi
 export PATH="$PWD/.venv/bin:$PATH"  # the build finds the venv's ninja

@@ -463,6 +463,65 @@ def test_a_generator_in_train_mode_paints_in_eval_mode_and_keeps_its_mode(image)
     assert torch.equal(module[1].running_mean, statistics)
 
 
+def test_runs_in_two_threads_keep_a_shared_generator_in_eval_mode_until_the_last_ends(image):
+    import threading
+
+    from cpia_cuda.generators import HookedGenerator
+
+    torch.manual_seed(3)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                 torch.nn.Conv2d(4, 3, 1), torch.nn.Sigmoid())
+    hooked = HookedGenerator(module, ["1"], channels=[4])
+    module.train()
+    first_painted, second_started, first_done = threading.Event(), threading.Event(), threading.Event()
+    modes_seen_by_the_second = []
+
+    def first_progress(stage, done, total):
+        if stage == "regions":
+            first_painted.set()
+            assert second_started.wait(60)
+
+    def second_progress(stage, done, total):
+        if stage == "regions":
+            second_started.set()
+            assert first_done.wait(60)  # the first run has ended; this one renders after it
+
+    def record(batch_norm, _inputs, _output):
+        if threading.current_thread().name == "second":
+            modes_seen_by_the_second.append(batch_norm.training)
+
+    handle = module[1].register_forward_hook(record)
+    options = dict(generator=hooked, layer="1", tau=2, max_strokes=10, planner=None, frames=3)
+    first = threading.Thread(target=lambda: paint(image, progress=first_progress, **options), name="first")
+    second = threading.Thread(target=lambda: paint(image, progress=second_progress, **options), name="second")
+    first.start()
+    assert first_painted.wait(60)
+    second.start()
+    first.join(60)
+    first_done.set()
+    second.join(60)
+    handle.remove()
+    assert not first.is_alive() and not second.is_alive()
+    assert modes_seen_by_the_second and not any(modes_seen_by_the_second)
+    assert module.training and module[1].training
+
+
+def test_a_logged_brush_of_ints_replays_as_a_mask():
+    from cpia_cuda.painting.pipeline import PaintSettings
+
+    brush = PaintSettings(layer=1, tau=2, brush=[[0, 1, 0], [1, 1, 1], [0, 1, 0]]).stroke_options()["brush"]
+    assert brush.dtype == torch.bool and brush.sum() == 5
+
+
+def test_a_replay_copies_the_log_it_is_given(image, generator):
+    log = _paint(image, generator, frames=2).log
+    again = replay(log, generator=generator).log
+    assert again.content.data_ptr() != log.content.data_ptr() and again.order.data_ptr() != log.order.data_ptr()
+    kept = again.order.clone()
+    log.order.fill_(-1)
+    assert torch.equal(again.order, kept)
+
+
 def test_the_distance_weight_cache_keeps_a_bounded_number_of_tables():
     from cpia_cuda import ops
 

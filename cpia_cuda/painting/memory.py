@@ -9,7 +9,7 @@ The estimate has three parts:
   per-location channel tree: 9 bytes; on CUDA about 1.5 bytes, and a stroke buffer of at most
   80 MB that is emptied between launches);
 * the generator's working set at full size: the peak bytes of the tensors that ``forward`` holds at
-  once on a small probe (counted call by call under a torch function mode), scaled by the area ratio;
+  once on a small probe (counted op by op under a dispatch mode), scaled by the area ratio;
 * the frame batch: ``frame_batch`` frames (no more than there are frames) at the preview size (at
   full size for a generator whose decode needs the size encode produced), each ``FRAME_FACTOR``
   times the working set of a decode from the operating layer, counted on the probe alike.
@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ..generators.base import Generator, Layer
@@ -93,18 +93,23 @@ def available_memory(device: torch.device | str) -> int | None:
     return None
 
 
-class _PeakLiveBytes(TorchFunctionMode):
-    """Counts the bytes of the tensor storages that the torch functions run under it create and that
-    are still alive, and keeps the peak: the working set of a run, functional ops included. (A
-    function mode, not a dispatch mode: the same counts on the generators here, without the
-    seconds a first dispatch mode spends importing torch's compiler.)"""
+class _PeakLiveBytes(TorchDispatchMode):
+    """Counts the bytes of the tensor storages that the ops run under it create and that are still
+    alive, and keeps the peak: the working set of a run, functional ops, the insides of composite
+    ones and TorchScript included."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Nothing here is compiled; without this torch wraps __torch_dispatch__ to keep its compiler
+        # out, importing that compiler (seconds) on the first call.
+        return False
 
     def __init__(self):
         super().__init__()
         self.live = self.peak = 0
         self._sizes: dict[int, int] = {}
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
         # An output on the storage of an argument (a view of a weight, an op in place) is no new memory.
         held = {storage.data_ptr() for storage in map(_storage_of, tree_flatten((args, kwargs))[0]) if storage}

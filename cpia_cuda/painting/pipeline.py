@@ -25,6 +25,7 @@ import importlib
 import inspect
 import itertools
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 
 from .._devices import device_problem
 from .._seeds import is_seed
-from ..generators import DEFAULT_GENERATOR, load_generator
+from ..generators import DEFAULT_GENERATOR, generator_names, load_generator
 from ..generators.base import Generator, Layer
 from ..ops import channel_flush, channel_stroke
 from ..planning.base import Planner, Region
@@ -111,7 +112,7 @@ class PaintSettings:
 
     def stroke_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`cpia_cuda.channel_stroke` (all but Y, tau, allowed, init_mask)."""
-        brush = torch.tensor(self.brush) if isinstance(self.brush, list) else self.brush
+        brush = torch.tensor(self.brush, dtype=torch.bool) if isinstance(self.brush, list) else self.brush
         return dict(brush=brush, m=self.m, p=self.p, channel_cost=self.channel_cost, sigma=self.sigma,
                     min_response=self.min_response, max_strokes=self.max_strokes, max_coverage=self.max_coverage,
                     backend=self.backend)
@@ -293,7 +294,7 @@ def paint(
         raise PaintingError(f"condition must be a dict of make_context's keyword arguments, got "
                             f"{type(condition).__name__}")
     condition = plain_python(condition or {})
-    generator = _resolve_generator(generator, weights, device)
+    generator = _resolve_generator(generator, weights, device, backend)
     with _in_eval_mode(generator):
         inputs = _prepare_inputs(content, generator)
         context = _make_context(generator, condition, inputs)
@@ -357,9 +358,9 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
     settings = replace(settings, backend="auto", background=parse_background(settings.background))
     if generator is None:
         weights = weights or log.weights
-        generator = _resolve_generator(log.generator, weights, device)
+        generator = _resolve_generator(log.generator, weights, device, settings.backend)
     else:  # the logged weights path is only a record here: it may have moved
-        generator = _resolve_generator(generator, weights, device)
+        generator = _resolve_generator(generator, weights, device, settings.backend)
         weights = weights or log.weights
     with _in_eval_mode(generator):
         inputs = _prepare_inputs(log.content, generator)
@@ -372,9 +373,14 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
             estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
-        # The new log names the weights and versions this replay used, so that it replays in turn.
-        log = replace(log, weights=None if weights is None else str(Path(weights).resolve()),
-                      versions=current_versions())
+        # The new log is the caller's copied (not views of its tensors), with the weights and versions
+        # this replay used, so that it replays in turn.
+        log = replace(log, order=log.order.clone(), strokes=log.strokes.clone(),
+                      region_masks=log.region_masks.clone(), content=log.content.clone(),
+                      condition={k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in log.condition.items()},
+                      region_labels=list(log.region_labels), region_scores=list(log.region_scores),
+                      stop_reasons=list(log.stop_reasons), settings=dict(log.settings),
+                      weights=None if weights is None else str(Path(weights).resolve()), versions=current_versions())
         content_image = _content_image(generator, inputs, context)
         plan = [Region(mask=mask, label=label, score=score)
                 for mask, label, score in zip(log.region_masks, log.region_labels, log.region_scores)]
@@ -398,28 +404,45 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
 # set-up
 
 
+# Generators in a run, by id: how many runs hold each, and the modes its modules had before the first.
+_runs_in_eval_mode: dict[int, tuple[int, list[tuple[torch.nn.Module, bool]]]] = {}
+_runs_in_eval_mode_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def _in_eval_mode(generator: Generator) -> Iterator[None]:
     """The generator in eval mode for a run (a module in train mode would update its batch-norm
-    statistics and drop activations), in the mode it had afterwards."""
-    modes = [(module, module.training) for module in generator.modules()]
-    generator.eval()
+    statistics and drop activations); the first run to take it saves its modules' modes, the last to
+    finish gives them back, so runs in several threads on one generator stay in eval mode."""
+    key = id(generator)
+    with _runs_in_eval_mode_lock:
+        runs, modes = _runs_in_eval_mode.get(key, (0, None))
+        if runs == 0:
+            modes = [(module, module.training) for module in generator.modules()]
+            generator.eval()
+        _runs_in_eval_mode[key] = (runs + 1, modes)
     try:
         yield
     finally:
-        for module, training in modes:
-            module.training = training
+        with _runs_in_eval_mode_lock:
+            runs, modes = _runs_in_eval_mode.pop(key)
+            if runs > 1:
+                _runs_in_eval_mode[key] = (runs - 1, modes)
+            else:
+                for module, training in modes:
+                    module.training = training
 
 
-def _resolve_generator(generator: str | Generator, weights: str | None,
-                       device: str | torch.device | None) -> Generator:
-    if device is not None and (problem := device_problem(device)) is not None:
+def _resolve_generator(generator: str | Generator, weights: str | None, device: str | torch.device | None,
+                       backend: str) -> Generator:
+    if device is not None and (problem := device_problem(device, needs_kernels=backend != "reference")):
         raise PaintingError(f"device{problem}")
     if isinstance(generator, str):
-        return load_generator(generator, weights=weights, device=device or "cpu")
+        return load_generator(generator, weights=weights, device="cpu" if device is None else device)
     if not isinstance(generator, Generator):
         raise PaintingError(f"generator must be a registry name or a Generator, got {type(generator).__name__}")
-    if weights is not None and not Path(weights).exists():  # recorded in the log for replay: it must be real
+    # A replay loads a registry generator by its name and the logged weights: they must be real.
+    if weights is not None and generator.name in generator_names() and not Path(weights).exists():
         raise PaintingError(f"weights {weights}: no such file or folder")
     return generator.to(device) if device is not None else generator
 
