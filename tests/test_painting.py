@@ -270,16 +270,39 @@ def test_a_folder_in_the_way_or_a_failed_move_leaves_no_temporary_files(image, g
 
     moves = []
 
-    def fail_on_the_third_move(source, target):
-        moves.append(target)
-        if len(moves) == 3:
-            raise KeyboardInterrupt
-        os.rename(source, target)
+    def fail_on_the_third(move):
+        def failing(source, target):
+            moves.append(target)
+            if len(moves) % 3 == 0:
+                raise KeyboardInterrupt
+            move(source, target)
+        return failing
 
-    monkeypatch.setattr(outputs_module.os, "replace", fail_on_the_third_move)
+    monkeypatch.setattr(outputs_module.os, "link", fail_on_the_third(os.link))  # new names: taken back
     with pytest.raises(KeyboardInterrupt):
         write_outputs(result, tmp_path / "fresh")
-    assert not [name for name in os.listdir(tmp_path / "fresh") if name.startswith(".")]
+    assert os.listdir(tmp_path / "fresh") == []
+    monkeypatch.setattr(outputs_module.os, "replace", fail_on_the_third(os.rename))  # overwrite: no temporaries
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(result, tmp_path / "again", overwrite=True)
+    assert not [name for name in os.listdir(tmp_path / "again") if name.startswith(".")]
+
+
+def test_a_file_written_by_another_run_since_the_check_is_not_overwritten(image, generator, tmp_path, monkeypatch):
+    result = _paint(image, generator, frames=2)
+    real_staged_file = outputs_module.staged_file
+
+    def another_run_writes_meanwhile(path, write):
+        staged = real_staged_file(path, write)
+        if path.name == "coverage.json":  # the last file staged: the other run's image lands now
+            (path.parent / "painting.png").write_bytes(b"the other run's painting")
+        return staged
+
+    monkeypatch.setattr(outputs_module, "staged_file", another_run_writes_meanwhile)
+    with pytest.raises(FileExistsError, match="painting.png exists already"):
+        write_outputs(result, tmp_path)
+    assert os.listdir(tmp_path) == ["painting.png"]
+    assert (tmp_path / "painting.png").read_bytes() == b"the other run's painting"
 
 
 def test_numpy_scalar_settings_paint_and_log_as_python_numbers(image, generator, tmp_path):

@@ -13,7 +13,9 @@
 Every file is first written to a temporary file in the same folder; only when all of them are
 written are they moved into place with ``os.replace`` (a reader never sees half a file, and a
 failure while writing, a full disk say, leaves the folder as it was; the moves themselves are
-renames within one folder). Unless ``overwrite``, nothing is
+renames within one folder). Without ``overwrite`` they get their names by hard links, which fail on
+a name that exists, so a second run writing into the same folder at the same time is refused rather
+than overwritten. Unless ``overwrite``, nothing is
 written when any of the files exists already; with ``overwrite``, the files of this table that an
 earlier run left and this run does not write (``generated.png`` of a GAN run, say) are removed, so
 the folder holds one painting.
@@ -76,8 +78,11 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
     try:
         for name, write in writers.items():
             staged.append((staged_file(outdir / name, write), outdir / name))
-        for tmp, path in staged:
-            os.replace(tmp, path)
+        if overwrite:
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        else:
+            _place_without_replacing(staged)
     finally:  # after an error: the files not moved into place yet
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
@@ -88,6 +93,31 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
                 (outdir / name).unlink()
                 note(f"note: removed {outdir / name}, left by an earlier run")
     return written
+
+
+def _place_without_replacing(staged: list[tuple[Path, Path]]) -> None:
+    """Give each staged file its name only if no file has it: a hard link fails on an existing name,
+    so a run writing into the same folder since the check is not overwritten; the names this call
+    gave are taken back and FileExistsError names the file. Where the file system has no hard links,
+    the names are checked again and the files moved."""
+    placed: list[Path] = []
+    try:
+        for tmp, path in staged:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists already (written since this run checked); pass "
+                                      f"overwrite=True (--overwrite) to replace it") from None
+            except OSError:  # no hard links here
+                refuse_existing_outputs(path.parent, [path.name for _, path in staged[len(placed):]])
+                for rest_tmp, rest_path in staged[len(placed):]:
+                    os.replace(rest_tmp, rest_path)
+                return
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def check_output_folder(outdir: str | Path) -> None:
