@@ -1,4 +1,5 @@
-"""Build of the cpia_cuda extension (against the torch installed: build with --no-build-isolation).
+"""Build of the cpia_cuda extension (against the torch installed: build with --no-build-isolation;
+without torch only the commands that do not compile run, such as sdist).
 
 The CUDA kernels are built when the CUDA toolkit's nvcc is found, else a CPU-only extension is
 built. CPIA_CUDA=1 forces the CUDA build (failing without nvcc), CPIA_CUDA=0 forces CPU-only.
@@ -22,8 +23,10 @@ if not os.environ.get("CUDA_HOME") and os.path.exists("/usr/local/cuda/bin/nvcc"
 try:
     from torch.utils import cpp_extension  # reads CUDA_HOME at import
 except ImportError:
-    raise SystemExit("building cpia_cuda needs torch installed first (it compiles against it): install "
-                     "requirements.txt, then pip install --no-build-isolation .") from None
+    cpp_extension = None
+# The commands that compile; the others (sdist, egg_info, --version, ...) run without torch, as an
+# isolated source-distribution build does.
+COMPILING_COMMANDS = {"build", "build_ext", "bdist", "bdist_wheel", "editable_wheel", "install", "develop"}
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
@@ -53,15 +56,19 @@ def configure_cuda_environment() -> None:
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
 
 
-class BuildExtension(cpp_extension.BuildExtension):
-    """torch's build_ext with its object files in one folder per Python and build kind, kept between
-    builds (pip's editable install would otherwise compile everything in a new temporary folder)."""
+def build_ext_command():
+    class BuildExtension(cpp_extension.BuildExtension):
+        """torch's build_ext with its object files in one folder per Python and build kind, kept
+        between builds (pip's editable install would otherwise compile everything in a new
+        temporary folder)."""
 
-    def finalize_options(self):
-        super().finalize_options()
-        kind = "cuda" if cuda_wanted() else "cpu"
-        folder = f"temp-{sysconfig.get_platform()}-{sys.implementation.cache_tag}-{kind}"
-        self.build_temp = os.path.join(ROOT, "build", folder)
+        def finalize_options(self):
+            super().finalize_options()
+            kind = "cuda" if cuda_wanted() else "cpu"
+            folder = f"temp-{sysconfig.get_platform()}-{sys.implementation.cache_tag}-{kind}"
+            self.build_temp = os.path.join(ROOT, "build", folder)
+
+    return BuildExtension
 
 
 def extension():
@@ -91,7 +98,13 @@ def extension():
     )
 
 
-setup(
-    ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension},
-)
+if cpp_extension is None:
+    if COMPILING_COMMANDS.intersection(sys.argv[1:]):
+        raise SystemExit("building cpia_cuda needs torch installed first (it compiles against it): install "
+                         "requirements.txt, then pip install --no-build-isolation .")
+    setup()
+else:
+    setup(
+        ext_modules=[extension()],
+        cmdclass={"build_ext": build_ext_command()},
+    )

@@ -33,3 +33,14 @@ def test_the_toolkit_builds_cuda_and_cpia_cuda_0_turns_it_off(tmp_path):
     assert "building the CPU-only extension" in _setup_py(tmp_path, CPIA_CUDA="0").stdout
     refused = _setup_py(tmp_path, CPIA_CUDA="yes")
     assert refused.returncode != 0 and "CPIA_CUDA must be 0 or 1, got 'yes'" in refused.stderr
+
+
+def test_without_torch_the_sources_pack_and_a_build_says_what_is_missing(tmp_path):
+    hide_torch = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['setup.py'] + sys.argv[1:]; "
+                  f"runpy.run_path({str(ROOT / 'setup.py')!r}, run_name='__main__')")
+    described = subprocess.run([sys.executable, "-c", hide_torch, "--name"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=120)
+    assert described.returncode == 0 and described.stdout.strip() == "cpia_cuda", described.stderr
+    built = subprocess.run([sys.executable, "-c", hide_torch, "build_ext", "--inplace"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode != 0 and "building cpia_cuda needs torch installed first" in built.stderr
