@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .end_to_end import format_end_to_end, run_end_to_end
-from .scaling import format_scaling, plot_scaling, run_scaling
 from cpia_cuda.painting.outputs import atomic_write_bytes
 
+from .end_to_end import format_end_to_end, run_end_to_end
+from .scaling import format_scaling, plot_scaling, run_scaling
 from .suite import available_backends, format_table, run_suite
 
 BACKENDS = ("reference", "cpu", "cuda")

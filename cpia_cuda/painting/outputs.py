@@ -11,14 +11,13 @@
 | ``coverage.png`` / ``coverage.json`` | per-channel coverage, stroke vs flush (paper Fig. 3) |
 
 Every file is first written to a temporary file in the same folder; only when all of them are
-written are they moved into place with ``os.replace`` (a reader never sees half a file, and a
-failure while writing, a full disk say, leaves the folder as it was; the moves themselves are
-renames within one folder). Without ``overwrite`` they get their names by hard links, which fail on
-a name that exists, so a second run writing into the same folder at the same time is refused rather
-than overwritten. Unless ``overwrite``, nothing is
-written when any of the files exists already; with ``overwrite``, the files of this table that an
-earlier run left and this run does not write (``generated.png`` of a GAN run, say) are removed, so
-the folder holds one painting.
+written are they put in place (a reader never sees half a file, and a failure while writing, a full
+disk say, leaves the folder as it was). Unless ``overwrite``, nothing is written when any of the
+files exists already, and the files get their names by hard links, which fail on a name that
+exists: a second run writing into the same folder at the same time is refused, not overwritten.
+With ``overwrite`` the files are moved into place with ``os.replace``, and the files of this table
+that an earlier run left and this run does not write (``generated.png`` of a GAN run, say) are
+removed, so the folder holds one painting.
 """
 
 from __future__ import annotations

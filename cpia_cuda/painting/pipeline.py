@@ -20,6 +20,7 @@ re-renders a painting from it.
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import importlib
 import inspect
@@ -286,7 +287,7 @@ def paint(
         memory; GeneratorError / PlanningError / the ops' errors for their own arguments.
     """
     started = time.perf_counter()
-    feedback = _feedback(verbose, progress)
+    feedback = _Feedback(bool(verbose), progress)
     if not is_seed(seed):
         raise PaintingError(f"seed must be an int in [0, 2^63 - 1], got {seed!r}")
     seed = int(seed)  # numpy integers too: the planners and the log take a plain int
@@ -348,7 +349,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         settings are out of range, and what :func:`paint` raises for a run that cannot fit.
     """
     started = time.perf_counter()
-    feedback = _feedback(verbose, progress)
+    feedback = _Feedback(bool(verbose), progress)
     try:
         settings = PaintSettings(**log.settings)
     except TypeError as error:  # a log written with other settings than this version has
@@ -373,14 +374,10 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
             estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
-        # The new log is the caller's copied (not views of its tensors), with the weights and versions
+        # The new log is a copy of the caller's (no views of its tensors), with the weights and versions
         # this replay used, so that it replays in turn.
-        log = replace(log, order=log.order.clone(), strokes=log.strokes.clone(),
-                      region_masks=log.region_masks.clone(), content=log.content.clone(),
-                      condition={k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in log.condition.items()},
-                      region_labels=list(log.region_labels), region_scores=list(log.region_scores),
-                      stop_reasons=list(log.stop_reasons), settings=dict(log.settings),
-                      weights=None if weights is None else str(Path(weights).resolve()), versions=current_versions())
+        log = replace(copy.deepcopy(log), weights=None if weights is None else str(Path(weights).resolve()),
+                      versions=current_versions())
         content_image = _content_image(generator, inputs, context)
         plan = [Region(mask=mask, label=label, score=score)
                 for mask, label, score in zip(log.region_masks, log.region_labels, log.region_scores)]
@@ -666,12 +663,6 @@ def _step_activations(generator: Generator, inputs: torch.Tensor, context: Any, 
             yield index, generator.encode(step, layer.index, context)[0].to(torch.float32)
 
 
-def _feedback(verbose: bool, progress: Any) -> "_Feedback":
-    if progress is not None and not callable(progress):
-        raise PaintingError(f"progress must be a callable progress(stage, done, total), got {type(progress).__name__}")
-    return _Feedback(bool(verbose), progress)
-
-
 #: ``progress(stage, done, total)``: stage "regions" (after each step image) or "frames" (after each
 #: batch of frames); an exception it raises ends the run with that exception.
 ProgressCallback = Callable[[str, int, int], None]
@@ -683,6 +674,11 @@ class _Feedback:
 
     verbose: bool = False
     progress: ProgressCallback | None = None
+
+    def __post_init__(self):
+        if self.progress is not None and not callable(self.progress):
+            raise PaintingError(f"progress must be a callable progress(stage, done, total), got "
+                                f"{type(self.progress).__name__}")
 
     def bar(self, total: int, stage: str) -> "_Progress":
         return _Progress(total, stage, self)
