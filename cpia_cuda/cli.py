@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from .generators.biggan import DEFAULT_TRUNCATION
+from .planning.order import POLICIES
+from .planning.registry import planner_names
 
 DEMO_OUTPUT = "cpia-demo"
 DEMO_SIZE = 512
@@ -54,6 +56,13 @@ def _planner_option(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _labels(text: str) -> list[str]:
+    labels = [label.strip() for label in text.split(",")]
+    if not all(labels):
+        raise argparse.ArgumentTypeError(f"expected comma-separated labels, got {text!r}")
+    return labels
+
+
 def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``paint`` and ``generate`` (defaults: those of ``paint()``)."""
     stroke = parser.add_argument_group("channel operation")
@@ -75,18 +84,21 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
                              "identical results")
 
     plan = parser.add_argument_group("plan")
-    plan.add_argument("--planner", default="segments", help="segments (default), yolo, maskrcnn, or none")
+    plan.add_argument("--planner", default="segments", choices=(*planner_names(), "none"),
+                      help="segments (default; covers every pixel), yolo or maskrcnn (COCO detectors), or none "
+                           "(one region, the whole image)")
     plan.add_argument("--planner-option", type=_planner_option, action="append", default=[], metavar="KEY=VALUE",
-                      help="planner option, e.g. num_regions=4 (repeatable)")
-    plan.add_argument("--order", default="score",
-                      help="score (default), area, foreground-first or background-first")
+                      help="planner option, e.g. num_regions=4 or weights=PATH (repeatable)")
+    plan.add_argument("--order", default="score", choices=POLICIES,
+                      help="score (default), area, foreground-first or background-first (the background is "
+                           "what no detected region covers: the segments planner leaves none)")
     plan.add_argument("--reverse-order", action="store_true", help="paint the regions in the opposite order")
     plan.add_argument("--skip-background", action="store_true",
                       help="leave the part no region covers unpainted")
-    plan.add_argument("--first-labels", nargs="+", default=[], metavar="LABEL",
-                      help="paint regions with these labels first (e.g. person)")
-    plan.add_argument("--last-labels", nargs="+", default=[], metavar="LABEL",
-                      help="paint regions with these labels last")
+    plan.add_argument("--first-labels", type=_labels, action="extend", default=[], metavar="LABEL[,LABEL...]",
+                      help="paint regions with these labels first (e.g. person; repeatable)")
+    plan.add_argument("--last-labels", type=_labels, action="extend", default=[], metavar="LABEL[,LABEL...]",
+                      help="paint regions with these labels last, the last listed at the very end")
     plan.add_argument("--step-fill", default="mean", choices=("mean", "background", "none"),
                       help="step image outside its region (default: the region's mean colour)")
 
@@ -197,8 +209,11 @@ def load_image(path: str | Path, background: tuple[float, float, float] = (1.0, 
 
 def _image_channels(image, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(3, H, W) colours and (1, H, W) opacity (None when opaque) of a PIL image, floats in [0, 1]."""
-    if image.mode.startswith("I"):  # 16-bit grayscale (PNG, TIFF)
+    if image.mode.startswith("I"):  # 16-bit grayscale (PNG, TIFF; older Pillows open 16-bit PNGs as mode I)
         raw = np.asarray(image, dtype=np.float32)
+        if raw.size and (raw.min() < 0 or raw.max() > 65535):
+            raise ValueError(f"image {path}: 32-bit integer values outside 0..65535 are not supported; save it "
+                             f"with 8 or 16 bits per channel")
         gray = torch.from_numpy(raw / 65535.0).clamp_(0.0, 1.0).expand(3, -1, -1).contiguous()
         transparent = image.info.get("transparency")  # a PNG's tRNS: the one gray value that is transparent
         if isinstance(transparent, int) and bool((raw == transparent).any()):

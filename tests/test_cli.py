@@ -104,6 +104,25 @@ def test_an_unknown_option_is_reported_with_its_command_usage(capsys):
     assert err.startswith("usage: cpia paint ") and "cpia paint: error: unrecognized arguments: --bogus" in err
 
 
+def test_labels_are_comma_separated_and_repeatable_and_leave_the_image_alone():
+    from cpia_cuda.cli import build_parser
+
+    args = build_parser().parse_args(["paint", "--last-labels", "person,dog", "--last-labels", "cat",
+                                      "--first-labels", "sports ball", "photo.jpg"])
+    assert args.image == "photo.jpg" and args.last_labels == ["person", "dog", "cat"]
+    assert args.first_labels == ["sports ball"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--order", "bogus"], "argument --order: invalid choice: 'bogus'"),
+    (["--planner", "bogus"], "argument --planner: invalid choice: 'bogus'"),
+    (["--last-labels", "person,,dog"], "argument --last-labels: expected comma-separated labels, got 'person,,dog'"),
+])
+def test_plan_options_are_checked_as_they_are_parsed(arguments, message, capsys):
+    assert main(["paint", "photo.jpg", *arguments]) == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("output", ["a_file", "a_file/inside"])
 def test_an_output_path_through_a_file_is_refused_before_painting(output, image_file, tmp_path, capsys):
     (tmp_path / "a_file").write_text("mine")
@@ -141,6 +160,10 @@ def test_image_files_load_as_a_viewer_shows_them(tmp_path):
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
     image = load_image(tmp_path / "rgba.png", background=(0.0, 0.0, 1.0))
     assert image[:, 0, 0].tolist() == [1.0, 0.0, 0.0] and image[:, 0, 1].tolist() == [0.0, 0.0, 1.0]
+
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32)).save(tmp_path / "int32.tif")
+    with pytest.raises(ValueError, match="int32.tif: 32-bit integer values outside 0..65535 are not supported"):
+        load_image(tmp_path / "int32.tif")
 
     pixels = np.zeros((2, 3, 3), dtype=np.uint8)
     pixels[0, 2] = 255  # top right

@@ -442,6 +442,85 @@ def test_bad_settings_raise_clear_errors(image, generator, options, message):
         _paint(image, generator, **options)
 
 
+class ReturnsPlanner(Planner):
+    """Returns what it was built with (a function of the image it is given)."""
+
+    def __init__(self, make_regions):
+        self.make_regions = make_regions
+
+    def plan(self, image):
+        return self.make_regions(image)
+
+
+def _corner_and_rest(image, corner=2, mask_size=None, score=0.5):
+    height, width = mask_size or image.shape[-2:]
+    corner_mask = torch.zeros((height, width), dtype=torch.bool)
+    corner_mask[:corner, :corner] = True
+    return [Region(mask=corner_mask, label="corner", score=score), Region(mask=~corner_mask, label="rest", score=0.1)]
+
+
+@pytest.mark.parametrize("planner, message", [
+    (5, "planner must be None, a name among .* got int"),
+    (lambda image: [], "planner must be None, a name among .* got function"),
+    ("bogus", r"planner: expected one of \('maskrcnn', 'yolo', 'segments'\), got 'bogus'"),
+    (ReturnsPlanner(lambda image: None), "ReturnsPlanner.plan.image. returned bad regions: regions: expected a list "
+                                         "of Region, got NoneType"),
+    (ReturnsPlanner(lambda image: [(torch.ones(image.shape[-2:], dtype=torch.bool), "a", 1.0)]),
+     r"returned bad regions: regions\[0\]: expected a Region, got tuple"),
+    (ReturnsPlanner(lambda image: _corner_and_rest(image, mask_size=(10, 10))),
+     r"regions\[0\].mask: expected shape \(64, 64\) \(the planned image's H, W\), got \(10, 10\)"),
+    (ReturnsPlanner(lambda image: [Region(torch.full(image.shape[-2:], 0.7), "a", 1.0)]),
+     r"regions\[0\].mask: expected a bool tensor \(H, W\), got torch.float32"),
+    (ReturnsPlanner(lambda image: _corner_and_rest(image, score="high")),
+     r"regions\[0\].score: expected a finite float, got 'high'"),
+])
+def test_a_bad_planner_or_bad_regions_are_refused_before_painting(image, generator, planner, message):
+    with pytest.raises(ValueError, match=message):
+        _paint(image, generator, planner=planner)
+
+
+def test_bad_order_is_refused_with_the_name_of_the_argument(image, generator):
+    with pytest.raises(PaintingError, match=r"order must be one of \('score', .*\), got 'bogus'"):
+        _paint(image, generator, order="bogus")
+
+
+def test_scores_as_numpy_or_tensor_scalars_are_taken_as_floats(image, generator):
+    def regions(image):
+        corner, rest = _corner_and_rest(image, corner=32)
+        return [Region(corner.mask, "corner", np.float32(0.25)), Region(rest.mask, "rest", torch.tensor(0.75))]
+
+    result = _paint(image, generator, planner=ReturnsPlanner(regions), max_strokes=3)
+    assert result.log.region_labels == ["rest", "corner"] and result.log.region_scores == [0.75, 0.25]
+
+
+def test_a_region_owning_no_layer_cell_gets_no_strokes_and_says_why(image, generator, capsys):
+    # a 2x2 corner covers a quarter of one 4x4 cell of the 16x16 grid at layer 5: the rest owns that cell
+    result = _paint(image, generator, planner=ReturnsPlanner(_corner_and_rest), verbose=True)
+    assert result.log.region_labels == ["corner", "rest"]
+    assert result.stop_reasons == ["no_layer_cells", "max_strokes"]
+    assert result.log.strokes[:, 0].tolist() == [1] * 60
+    assert "1 region(s) (corner) cover most of no cell of layer 5's 16x16 grid" in capsys.readouterr().out
+
+
+def test_a_plan_owning_no_layer_cell_is_refused(image, generator):
+    planner = ReturnsPlanner(lambda image: _corner_and_rest(image)[:1])
+    with pytest.raises(PaintingError, match="no region of the plan covers most of any cell of layer 5's 16x16 grid"):
+        _paint(image, generator, planner=planner, skip_background=True)
+
+
+def test_a_last_label_whose_regions_lost_every_pixel_is_noted_as_such(image, generator, capsys):
+    def regions(image):
+        corner, rest = _corner_and_rest(image, corner=16)
+        return [Region(torch.ones_like(corner.mask), "person", 0.9), Region(corner.mask, "dog", 0.8)]
+
+    result = _paint(image, generator, planner=ReturnsPlanner(regions), last_labels=("dog", "cat"), verbose=True,
+                    max_strokes=2)
+    assert result.log.region_labels == ["person"]
+    out = capsys.readouterr().out
+    assert "note: last_labels: the regions labelled dog lie under regions painted before them" in out
+    assert "note: last_labels: no region is labelled cat (the plan's labels: person)" in out
+
+
 def test_a_numpy_seed_paints_as_its_int(image, generator):
     import numpy as np
 

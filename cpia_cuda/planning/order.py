@@ -14,6 +14,7 @@ A typical plan::
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Sequence
 
@@ -49,11 +50,11 @@ def check_image(image: object) -> torch.Tensor:
     return image
 
 
-def check_regions(regions: object) -> list[Region]:
-    """Return ``regions`` as a list if every item is a Region with a bool (H, W) mask of one shape."""
+def check_regions(regions: object, shape: tuple[int, int] | None = None) -> list[Region]:
+    """Return ``regions`` as a list if every item is a Region with a bool (H, W) mask of one shape
+    (of ``shape``, the planned image's (H, W), when given)."""
     if isinstance(regions, (Region, torch.Tensor, str)) or not isinstance(regions, Sequence):
         raise PlanningError(f"regions: expected a list of Region, got {type(regions).__name__}")
-    shape = None
     for index, region in enumerate(regions):
         if not isinstance(region, Region):
             raise PlanningError(f"regions[{index}]: expected a Region, got {type(region).__name__}")
@@ -64,12 +65,14 @@ def check_regions(regions: object) -> list[Region]:
         if shape is None:
             shape = tuple(mask.shape)
         elif tuple(mask.shape) != shape:
-            raise PlanningError(f"regions[{index}].mask: expected shape {shape} like regions[0], "
-                                f"got {tuple(mask.shape)}")
+            like = "like regions[0]" if index else "(the planned image's H, W)"
+            raise PlanningError(f"regions[{index}].mask: expected shape {shape} {like}, got {tuple(mask.shape)}")
         if not isinstance(region.label, str):
             raise PlanningError(f"regions[{index}].label: expected a str, got {type(region.label).__name__}")
         score = region.score
-        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
+        if isinstance(score, torch.Tensor) and score.numel() == 1:
+            score = score.item()
+        if not isinstance(score, numbers.Real) or isinstance(score, (bool, np.bool_)) or not math.isfinite(score):
             raise PlanningError(f"regions[{index}].score: expected a finite float, got {region.score!r}")
     return list(regions)
 
