@@ -71,6 +71,10 @@ def _check_activation(Y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"Y must be a 3-D (C, H, W) or 4-D (N, C, H, W) tensor, got {Y.dim()}-D")
     if not Y.is_floating_point():
         raise TypeError(f"Y must be a floating-point tensor, got {Y.dtype}")
+    if Y.layout != torch.strided:
+        raise TypeError(f"Y must be a dense tensor, got the layout {Y.layout}")
+    if Y.is_meta:
+        raise ValueError("Y must hold values (the results depend on them), got a meta tensor")
     if not _all_finite(Y):
         raise ValueError("Y must be finite, got NaN or Inf values")
     Y32 = Y.to(torch.float32)
@@ -112,8 +116,18 @@ def _check_real(name: str, value, low: float, high: float, low_open: bool = Fals
         raise ValueError(f"{name} must be in {interval}, got an int too large for a float") from None
     below = value <= low if low_open else value < low
     if not math.isfinite(value) or below or value > high:
-        raise ValueError(f"{name} must be in {interval}, got {value:g}")
+        raise ValueError(f"{name} must be in {interval}, got {_real_text(value)}")
     return value
+
+
+def _real_text(value: float) -> str:
+    """``value`` with the fewest digits (6 at least) that read back as it (op_checks.h's real_text),
+    so that a value just outside a range is not printed as the bound it missed."""
+    for digits in range(6, 17):
+        text = f"{value:.{digits}g}"
+        if float(text) == value:
+            return text
+    return f"{value:.17g}"
 
 
 def _check_bool_tensor(name: str, value: torch.Tensor, Y: torch.Tensor) -> None:
@@ -167,6 +181,8 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
             brush = brush[centre_h - keep_h : centre_h + keep_h + 1, centre_w - keep_w : centre_w + keep_w + 1]
         _check_brush_cells(brush.numel())
         return brush.cpu().contiguous()
+    if isinstance(brush, bool) or not isinstance(brush, (int, np.integer)):
+        raise TypeError(f"brush must be an int z >= 0 or a bool (kh, kw) tensor, got {type(brush).__name__}")
     z = _check_int("brush", brush, 0)
     z_h, z_w = (min(z, reach_h), min(z, reach_w)) if image_size else (z, z)
     _check_brush_cells((2 * z_h + 1) * (2 * z_w + 1))
@@ -213,21 +229,18 @@ def _distance_weight(channel_cost: float, denominator: float, k: np.ndarray) -> 
 
 
 def _distance_weight_count(channel_cost: float, denominator: float, max_d2: int) -> int:
-    """Entries of the table: up to the first k at the floor float32(1 - g), at most max_d2 + 1.
+    """Entries of the table: up to the first k whose weight is that of the largest distance max_d2.
 
-    The weights never increase with k and never go below the floor, so the first k at the floor
-    is found by bisection."""
-    floor = np.float32(1.0 - channel_cost)
+    The weights never increase with k, so every later one is equal too, and the first such k is
+    found by bisection. In an image wider than the Gaussian that weight is the floor float32(1 - g)."""
+    def weight(k: int) -> np.float32:
+        return _distance_weight(channel_cost, denominator, np.array([k], dtype=np.float64))[0]
 
-    def at_floor(k: int) -> bool:
-        return bool(_distance_weight(channel_cost, denominator, np.array([k], dtype=np.float64))[0] == floor)
-
-    if not at_floor(max_d2):
-        return max_d2 + 1
-    low, high = 0, max_d2  # the first k at the floor lies in [low, high]
+    last = weight(max_d2)
+    low, high = 0, max_d2  # the first k at the last weight lies in [low, high]
     while low < high:
         middle = (low + high) // 2
-        low, high = (low, middle) if at_floor(middle) else (middle + 1, high)
+        low, high = (low, middle) if weight(middle) == last else (middle + 1, high)
     return low + 1
 
 
@@ -236,10 +249,11 @@ def distance_weights(channel_cost: float, sigma: float, height: int, width: int)
 
     The factor (1 - G) of the score on the cursor channel, G = J*K with J = g (Eq. 4) and K the
     Gaussian movement cost (Eq. 5). Computed in float64 on the host once, so that every backend
-    multiplies by the very same float32 weights. The table stops where it reaches its floor
-    float32(1 - g), or at the largest squared distance in an H x W image; larger distances use its
-    last entry. A table of more than ``MAX_DISTANCE_WEIGHTS`` entries (sigma in the thousands on an
-    image thousands of pixels a side) is refused.
+    multiplies by the very same float32 weights. The table stops at the first entry equal to the
+    weight of the largest squared distance in an H x W image (the floor float32(1 - g) when the
+    image is wider than the Gaussian); larger distances use its last entry. A table of more than
+    ``MAX_DISTANCE_WEIGHTS`` entries (sigma in the thousands on an image thousands of pixels a
+    side) is refused.
     """
     max_d2 = max(height - 1, 0) ** 2 + max(width - 1, 0) ** 2
     key = (float(channel_cost), float(sigma), max_d2)
@@ -256,12 +270,11 @@ def distance_weights(channel_cost: float, sigma: float, height: int, width: int)
         if count > MAX_DISTANCE_WEIGHTS:
             raise ValueError(
                 f"sigma={sigma:g} on a {height}x{width} image needs a distance-weight table of {count} entries, more "
-                f"than {MAX_DISTANCE_WEIGHTS} (the movement cost still changes at the image's far corner); use a "
+                f"than {MAX_DISTANCE_WEIGHTS} (the movement cost still changes that far into the image); use a "
                 f"smaller sigma")
         values = _distance_weight(channel_cost, denominator, np.arange(count, dtype=np.float64))
-    at_floor = np.flatnonzero(values == np.float32(1.0 - channel_cost))
-    if at_floor.size:  # the bisection's answer, unless the C library's exp is not monotone
-        values = values[: at_floor[0] + 1]
+    # the bisection's answer, unless the C library's exp is not monotone
+    values = values[: np.flatnonzero(values == values[-1])[0] + 1]
     global _table_cache_size
     with _table_cache_lock:
         if key not in _table_cache:
@@ -341,6 +354,8 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
     tau = _check_tau(tau, C)
     p = _check_int("p", p, 1, tau, "tau")
     m = _check_real("m", m, 0.0, 1.0, low_open=True)
+    if np.float32(m) == 0:  # the kernels compare against float32(m) * Y
+        raise ValueError(f"m must be at least the smallest float32 (1.4e-45), got {_real_text(m)}")
     channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)
     sigma = _check_real("sigma", sigma, 0.0, math.inf, low_open=True)
     min_response = _check_real("min_response", min_response, 0.0, 1.0)

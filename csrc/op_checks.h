@@ -2,12 +2,14 @@
 // message on CPU and CUDA. The Python wrappers check the same things first with the same words.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <string>
 
@@ -15,6 +17,19 @@ namespace cpia {
 
 // Brush cells are counted in int32 by the kernels, with room for a block's stride past the last.
 constexpr int64_t kMaxBrushCells = (int64_t{1} << 31) - 1024;
+
+// A real with the fewest digits (6 at least) that read back as the same value, as Python's repr
+// writes it, so that a value just outside a range is not printed as the bound it missed.
+template <typename Real>
+std::string real_text(Real value) {
+  char text[32];
+  for (int digits = 6;; ++digits) {
+    std::snprintf(text, sizeof(text), "%.*g", digits, static_cast<double>(value));
+    if (digits >= std::numeric_limits<Real>::max_digits10 || static_cast<Real>(std::strtod(text, nullptr)) == value) {
+      return text;
+    }
+  }
+}
 
 inline void check_same_device(const at::Tensor& y, const at::Tensor& other, const char* name) {
   TORCH_CHECK(other.device() == y.device(), name, " must be on the same device as Y (", y.device(), "), got ",
@@ -31,8 +46,19 @@ inline void check_channel_flush_args(const at::Tensor& y, const at::Tensor& allo
               allowed.sizes());
   check_same_device(y, allowed, "allowed");
   const int64_t channels = y.size(1);
+  // With no channels no tau is in range; its sign is still checked.
+  TORCH_CHECK(channels > 0 || tau >= 1, "tau must be >= 1, got ", tau);
   TORCH_CHECK(channels == 0 || (tau >= 1 && tau <= channels), "tau must be in [1, C] = [1, ", channels, "], got ",
               tau);
+}
+
+// NaN or Inf would break the kernels' argmax (no element equals a NaN maximum). A sum is finite
+// unless an element is NaN/Inf (or the sum overflows): one cheap pass, the exact check only when it
+// is not conclusive. The stroke op waits for its stroke counts on the host anyway.
+inline void check_finite(const at::Tensor& y) {
+  if (y.numel() == 0) return;
+  const bool finite = std::isfinite(y.sum().item<double>()) || at::isfinite(y).all().item<bool>();
+  TORCH_CHECK(finite, "Y must be finite, got NaN or Inf values");
 }
 
 inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& allowed,
@@ -59,14 +85,15 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
   TORCH_CHECK(distance_weights.dim() == 1 && distance_weights.numel() >= 1,
               "distance_weights must be a non-empty 1-D tensor, got shape ", distance_weights.sizes());
   check_same_device(y, distance_weights, "distance_weights");
-  const int64_t channels = y.size(1);
-  TORCH_CHECK(m > 0.0 && m <= 1.0, "m must be in (0, 1], got ", m);
-  TORCH_CHECK(channels == 0 || (p >= 1 && p <= tau), "p must be in [1, tau] = [1, ", tau, "], got ", p);
-  TORCH_CHECK(min_response >= 0.0 && min_response <= 1.0, "min_response must be in [0, 1], got ", min_response);
+  TORCH_CHECK(m > 0.0 && m <= 1.0, "m must be in (0, 1], got ", real_text(m));
+  TORCH_CHECK(static_cast<float>(m) > 0.0f, "m must be at least the smallest float32 (1.4e-45), got ", real_text(m));
+  TORCH_CHECK(p >= 1 && p <= tau, "p must be in [1, tau] = [1, ", tau, "], got ", p);
+  TORCH_CHECK(min_response >= 0.0 && min_response <= 1.0, "min_response must be in [0, 1], got ",
+              real_text(min_response));
   TORCH_CHECK(!max_strokes.has_value() || *max_strokes >= 0, "max_strokes must be >= 0, got ",
               max_strokes.value_or(0));
   TORCH_CHECK(!max_coverage.has_value() || (*max_coverage > 0.0 && *max_coverage <= 1.0),
-              "max_coverage must be in (0, 1], got ", max_coverage.value_or(0.0));
+              "max_coverage must be in (0, 1], got ", real_text(max_coverage.value_or(0.0)));
   const int64_t elements = y.size(1) * y.size(2) * y.size(3);
   TORCH_CHECK(elements < static_cast<int64_t>(std::numeric_limits<uint32_t>::max()),
               "C*H*W must be below 2^32 - 1 per image, got ", elements);
@@ -78,13 +105,15 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
   TORCH_CHECK(y.size(1) <= std::numeric_limits<int32_t>::max() && y.size(2) <= std::numeric_limits<int32_t>::max() &&
                   y.size(3) <= std::numeric_limits<int32_t>::max(),
               "C, H and W must each be below 2^31 (stroke records are int32), got ", y.sizes());
-  // The kernels' branch and bound relies on weights that never grow with distance.
+  // The kernels' branch and bound relies on weights that never grow with distance, and a weight
+  // above 1 could take a penalised score past the largest float.
   const at::Tensor weights = distance_weights.to(at::kCPU).contiguous();
   const float* weight = weights.data_ptr<float>();
   for (int64_t k = 0; k < weights.numel(); ++k) {
-    TORCH_CHECK(std::isfinite(weight[k]) && weight[k] >= 0.0f && (k == 0 || weight[k] <= weight[k - 1]),
-                "distance_weights must be finite, >= 0 and non-increasing, got entry ", k, " = ", weight[k]);
+    TORCH_CHECK(weight[k] >= 0.0f && weight[k] <= 1.0f && (k == 0 || weight[k] <= weight[k - 1]),
+                "distance_weights must be in [0, 1] and non-increasing, got entry ", k, " = ", real_text(weight[k]));
   }
+  check_finite(y);
 }
 
 }  // namespace cpia

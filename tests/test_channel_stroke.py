@@ -178,21 +178,22 @@ def test_distance_weight_table():
     assert table[-1] == np.float32(0.5) and table[-2] != table[-1]  # cut where it reaches its floor
     assert distance_weights(0.0, 4.0, 64, 64).tolist() == [1.0]
     assert distance_weights(0.5, 100.0, 3, 3).numel() == 9  # image smaller than the Gaussian
+    assert distance_weights(0.5, 1e30, 6000, 6000).tolist() == [1.0]  # no distance changes the weight
+    assert distance_weights(0.01, 1000.0, 30, 30).numel() == 29**2 + 29**2 + 1 - 6
 
 
 def literal_distance_weights(g, sigma, height, width):
-    """The table of docs/algorithm.md, entry by entry with the C library's exp."""
-    floor, values = np.float32(1 - g), []
-    for k in range((height - 1) ** 2 + (width - 1) ** 2 + 1):
-        values.append(float(np.float32(1.0 - g * (1.0 - math.exp(-k / (2.0 * sigma * sigma))))))
-        if values[-1] == floor:
-            break
-    return values
+    """The table of docs/algorithm.md, entry by entry with the C library's exp, up to its first entry
+    equal to the weight of the largest distance."""
+    values = [float(np.float32(1.0 - g * (1.0 - math.exp(-k / (2.0 * sigma * sigma)))))
+              for k in range((height - 1) ** 2 + (width - 1) ** 2 + 1)]
+    return values[: values.index(values[-1]) + 1]
 
 
 @pytest.mark.parametrize("g, sigma, height, width", [
     (0.5, 4.0, 64, 64), (1.0, 0.3, 20, 30), (0.123456, 7.3, 100, 1), (0.9, 60.0, 90, 90), (0.7, 3000.0, 40, 50),
     (1.0, 4.234749300956133, 50, 50),  # numpy's exp and the C library's round entry 200 differently
+    (0.01, 1000.0, 30, 30),  # the last 7 weights of the image are equal: the table stops at the first
 ])
 def test_distance_weight_table_follows_its_definition(g, sigma, height, width):
     assert distance_weights(g, sigma, height, width).tolist() == literal_distance_weights(g, sigma, height, width)
@@ -202,7 +203,7 @@ def test_distance_weight_table_limits():
     # 2 sigma^2 underflows: the formula's limit, weight 1 at the cursor and the floor elsewhere
     assert distance_weights(0.5, 1e-200, 5, 5).tolist() == [1.0, 0.5]
     with pytest.raises(ValueError, match=r"sigma=100000 on a 1x65536 image needs a distance-weight table of "
-                                         r"4294836226 entries, more than 67108864 .* use a smaller sigma"):
+                                         r"4294834885 entries, more than 67108864 .* use a smaller sigma"):
         distance_weights(0.5, 1e5, 1, 65536)
 
 
@@ -211,6 +212,23 @@ def test_tiny_sigma_matches_reference(fused):
     Y = torch.rand(3, 6, 7, generator=torch.Generator().manual_seed(3))
     expected = run(Y, 2, "reference", sigma=1e-200, max_strokes=30)
     assert strokes_list(run(Y, 2, fused, sigma=1e-200, max_strokes=30)) == strokes_list(expected)
+
+
+@pytest.mark.parametrize("fused", FUSED_BACKENDS)
+def test_the_fused_kernels_keep_denormals_in_flush_denormal_mode(fused):
+    """torch.set_flush_denormal(True) sets the calling thread's mode only: image 0 of a batch, painted
+    on that thread, must not be painted otherwise than the images on the worker threads."""
+    image = torch.tensor([[[1e-38, 4e-39, 0.0]]])  # denormal responses; 4e-39 < m * 1e-38
+    batch = image.expand(4, 1, 1, 3).contiguous()
+    options = dict(brush=1, m=0.5, min_response=0.0, max_strokes=1)
+    expected = strokes_list(run(image, 1, "reference", **options))
+    assert expected == [[0, 0, 0, 1, 1]]
+    torch.set_flush_denormal(True)
+    try:
+        painted = run(batch, 1, fused, **options)
+    finally:
+        torch.set_flush_denormal(False)
+    assert [strokes.cpu().tolist() for strokes in painted.strokes] == [expected] * 4
 
 
 def uncropped_reference_strokes(Y, tau, brush_cells, **kwargs):

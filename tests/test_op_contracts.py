@@ -18,6 +18,8 @@ Y = torch.rand(3, 4, 5)
         ({"p": 3, "tau": 2}, ValueError, r"p must be in \[1, tau\] = \[1, 2\], got 3"),
         ({"m": 0.0}, ValueError, r"m must be in \(0, 1\], got 0"),
         ({"m": 1.5}, ValueError, r"m must be in \(0, 1\], got 1.5"),
+        ({"m": 1 + 1e-9}, ValueError, r"m must be in \(0, 1\], got 1.000000001"),  # not rounded to the bound
+        ({"m": 1e-50}, ValueError, r"m must be at least the smallest float32 \(1.4e-45\), got 1e-50"),
         ({"channel_cost": -0.1}, ValueError, r"channel_cost must be in \[0, 1\], got -0.1"),
         ({"sigma": 0.0}, ValueError, r"sigma must be in \(0, inf\), got 0"),
         ({"sigma": float("inf")}, ValueError, r"sigma must be in \(0, inf\), got inf"),
@@ -30,6 +32,7 @@ Y = torch.rand(3, 4, 5)
         ({"brush": -1}, ValueError, "brush must be >= 0, got -1"),
         ({"brush": torch.ones(2, 3, dtype=torch.bool)}, ValueError, r"brush must be a 2-D tensor with odd sides, got shape \(2, 3\)"),
         ({"brush": torch.ones(3, 3)}, TypeError, "brush must be an int or a bool tensor, got a torch.float32 tensor"),
+        ({"brush": 1.0}, TypeError, r"brush must be an int z >= 0 or a bool \(kh, kw\) tensor, got float"),
         ({"brush": torch.tensor([[True, False, True]])}, ValueError, "brush centre must be True"),
         ({"allowed": torch.ones(4, 4, dtype=torch.bool)}, ValueError, r"allowed must have shape \(4, 5\), got \(4, 4\)"),
         ({"allowed": torch.ones(4, 5)}, TypeError, "allowed must be a bool tensor, got torch.float32"),
@@ -54,6 +57,8 @@ def test_stroke_argument_errors(kwargs, error, message):
         ([[[1.0]]], TypeError, "Y must be a torch.Tensor, got list"),
         (torch.full((2, 2, 2), 1e300, dtype=torch.float64), ValueError,
          r"Y must fit in float32 \(\|Y\| <= 3.4e38\), got torch.float64 values beyond it"),
+        (torch.rand(2, 3, 3, device="meta"), ValueError, "Y must hold values .* got a meta tensor"),
+        (torch.rand(2, 3, 3).to_sparse(), TypeError, "Y must be a dense tensor, got the layout torch.sparse_coo"),
     ],
 )
 @pytest.mark.parametrize("op", [channel_stroke, channel_flush])
@@ -117,9 +122,26 @@ def test_op_level_checks_use_the_same_words():
         make_brush(huge_brush)
     with pytest.raises(ValueError, match=message):
         make_brush(23170)
-    bad_table = torch.tensor([1.0, 0.5, 0.7])
-    with pytest.raises(RuntimeError, match="distance_weights must be finite, >= 0 and non-increasing, got entry 2"):
-        torch.ops.cpia.channel_stroke(*args[:4], bad_table, *args[5:])
+    with pytest.raises(RuntimeError, match=r"m must be in \(0, 1\], got 1.000000001"):
+        torch.ops.cpia.channel_stroke(*args[:6], 1 + 1e-9, *args[7:])
+    with pytest.raises(RuntimeError, match=r"m must be at least the smallest float32 \(1.4e-45\), got 1e-50"):
+        torch.ops.cpia.channel_stroke(*args[:6], 1e-50, *args[7:])
+    for bad_table, entry in ((torch.tensor([1.0, 0.5, 0.7]), "2 = 0.7"), (torch.tensor([2.0]), "0 = 2"),
+                             (torch.tensor([1.0, float("nan")]), "1 = nan")):
+        with pytest.raises(RuntimeError, match=rf"distance_weights must be in \[0, 1\] and non-increasing, got "
+                                               rf"entry {entry}"):
+            torch.ops.cpia.channel_stroke(*args[:4], bad_table, *args[5:])
+    not_finite = Y4.clone()
+    not_finite[0, 1, 2, 3] = float("nan")
+    with pytest.raises(RuntimeError, match="Y must be finite, got NaN or Inf values"):  # the kernel would crash
+        torch.ops.cpia.channel_stroke(not_finite, *args[1:])
+    no_channels = [torch.rand(1, 0, 4, 5), allowed, None, *args[3:]]
+    with pytest.raises(RuntimeError, match="tau must be >= 1, got -5"):
+        torch.ops.cpia.channel_stroke(*no_channels[:5], -5, *no_channels[6:])
+    with pytest.raises(RuntimeError, match=r"p must be in \[1, tau\] = \[1, 2\], got 3"):
+        torch.ops.cpia.channel_stroke(*no_channels[:7], 3, *no_channels[8:])
+    with pytest.raises(RuntimeError, match="tau must be >= 1, got -5"):
+        torch.ops.cpia.channel_flush(no_channels[0], allowed, -5)
     with pytest.raises(RuntimeError, match="Y must be float32, got Double"):
         torch.ops.cpia.channel_flush(Y4.double(), allowed, 1)
 

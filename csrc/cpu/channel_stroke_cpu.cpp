@@ -29,6 +29,7 @@
 #include "../op_checks.h"
 #include "../paint_rules.h"
 #include "float_lanes.h"
+#include "float_mode.h"
 #include "off_channel_tree.h"
 #include "scratch_buffer.h"
 
@@ -126,6 +127,7 @@ class StrokePainter {
     // each channel's tree, and the largest response at allowed locations.
     std::vector<float> channel_max(C_, kClosed);
     at::parallel_for(0, C_, std::max<int64_t>(1, kElementsPerTask / HW_), [&](int64_t begin, int64_t end) {
+      const DenormalsKept float_mode;
       for (int64_t c = begin; c < end; ++c) channel_max[c] = prepare_channel(y, allowed, init_mask, c);
     });
     threshold_ = response_threshold(params_.min_response, *std::max_element(channel_max.begin(), channel_max.end()));
@@ -133,6 +135,7 @@ class StrokePainter {
       off_channels_ = std::make_unique<OffChannelTree>(C_, tiles_ * kTileSize);
       at::parallel_for(0, tiles_, std::max<int64_t>(1, kElementsPerTask / (C_ * kTileSize)),
                        [&](int64_t begin, int64_t end) {
+                         const DenormalsKept float_mode;
                          for (int64_t t = begin; t < end; ++t) {
                            off_channels_->fill(t * kTileSize, kTileSize, &response(0, t * kTileSize), channel_stride_);
                          }
@@ -509,6 +512,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   const at::ThreadLocalState caller_state;  // carries the profiler's state to the worker threads
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
     const at::ThreadLocalStateGuard state_guard(caller_state);
+    const DenormalsKept float_mode;
     for (int64_t n = begin; n < end; ++n) {
       const int64_t plane = C * H * W;
       const bool* init = init_c.defined() ? init_c.data_ptr<bool>() + n * plane : nullptr;
