@@ -366,6 +366,36 @@ def test_a_hooked_generator_paints_an_image_larger_than_the_preview():
     assert result.memory.frame_batch > 0
 
 
+class SkipAroundLayer(torch.nn.Module):
+    """The input reaches the output past the operable layer ``act`` (a skip connection)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.act, self.conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv2(self.act(self.conv1(x))) + 3 * (x - 0.5))
+
+
+def test_a_hooked_generator_with_a_skip_connection_decodes_the_content_not_the_last_step_image():
+    from cpia_cuda.generators import HookedGenerator
+
+    torch.manual_seed(0)
+    hooked = HookedGenerator(SkipAroundLayer(), ["act"], channels=[8])
+    content = torch.zeros(3, 24, 24)
+    content[0, :, :12] = 1.0  # red left half, blue right half: each half's step image is the other's colour
+    content[2, :, 12:] = 1.0
+    with torch.no_grad():
+        plain = hooked(content[None])[0]
+    result = paint(content, generator=hooked, layer="act", tau=8, min_response=0.0, planner=HalvesPlanner(),
+                   frames=1)
+    assert bool((result.log.order >= 0).all())  # tau = C, no stopping: every element painted
+    # Away from the halves' border (rows 11, 12: the 3x3 convolution sees the other step's fill
+    # colour there) the painting is the plain output, skip connection included.
+    away = [*range(11), *range(13, 24)]
+    assert torch.allclose(result.image[:, away], plain[:, away], atol=1e-6)
+
+
 def test_the_working_set_counts_the_tensors_alive_at_once():
     from cpia_cuda.painting.memory import _working_set
 

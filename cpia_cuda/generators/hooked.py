@@ -37,12 +37,13 @@ class HookContext:
     """Context of :class:`HookedGenerator`.
 
     ``args``/``kwargs`` are passed to the module after the inputs; ``inputs`` is the batch ``decode``
-    replays through the front part (set by ``make_context(inputs=...)`` or by the last ``encode``).
+    replays through the front part: pinned by ``make_context(inputs=...)``, else the last ``encode``'s.
     """
 
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     inputs: torch.Tensor | None = None
+    inputs_pinned: bool = False
 
 
 class HookedGenerator(Generator):
@@ -95,8 +96,9 @@ class HookedGenerator(Generator):
         return list(self._layers)
 
     def make_context(self, *args: Any, inputs: torch.Tensor | None = None, **kwargs: Any) -> HookContext:
-        """Extra forward arguments (``module(x, *args, **kwargs)``); ``inputs`` pins the batch decode replays."""
-        return HookContext(args=tuple(args), kwargs=dict(kwargs), inputs=inputs)
+        """Extra forward arguments (``module(x, *args, **kwargs)``); ``inputs`` pins the batch decode replays
+        (encodes of other inputs with this context then leave it alone)."""
+        return HookContext(args=tuple(args), kwargs=dict(kwargs), inputs=inputs, inputs_pinned=inputs is not None)
 
     @staticmethod
     def _context(context: HookContext | None) -> HookContext:
@@ -148,7 +150,8 @@ class HookedGenerator(Generator):
             handle.remove()
         if not captured:
             raise GeneratorError(f"submodule {target.name!r} did not run in the forward pass, so it has no output")
-        context.inputs = inputs
+        if not context.inputs_pinned:
+            context.inputs = inputs
         return captured[0]
 
     def decode(self, activation: torch.Tensor, layer: int | str, context: HookContext | None = None) -> torch.Tensor:

@@ -489,6 +489,10 @@ def _make_context(generator: Generator, condition: dict[str, Any], inputs: torch
     condition = {k: v.to(inputs.device) if isinstance(v, torch.Tensor) else v for k, v in condition.items()}
     if generator.input_kind != "image":
         condition["inputs"] = inputs
+    elif "inputs" in inspect.signature(generator.make_context).parameters:
+        # a generator that decodes by replaying its inputs (HookedGenerator) replays the content image,
+        # not the step image encoded last
+        condition.setdefault("inputs", inputs)
     try:
         return generator.make_context(**condition)
     except TypeError as error:  # a keyword make_context does not take
