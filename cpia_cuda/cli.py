@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--gan", required=True, choices=("biggan", "eyes"),
                           help="biggan (weights from a local folder) or eyes (the DCGAN of omniart-eye-generator)")
     generate.add_argument("--weights", help="weights (biggan: its folder)")
-    generate.add_argument("--keyword", required=True, help="class keyword (ImageNet name, or an eye colour)")
+    generate.add_argument("--keyword", required=True,
+                          help="class keyword (ImageNet name, or an eye colour), or a class index")
     generate.add_argument("--truncation", type=float,
                           help=f"BigGAN truncation in (0, 1] (default {DEFAULT_TRUNCATION})")
     generate.add_argument("-o", "--output", default="cpia-out", help="output folder (default ./cpia-out)")
@@ -257,11 +258,19 @@ def _style_condition(generator, args: argparse.Namespace) -> dict[str, Any]:
     """make_context arguments from --style / --style-image; style 0 for a built-in-style generator."""
     from .painting.render import parse_background
 
-    if args.style_image is not None:
-        return {"style_image": load_image(args.style_image, parse_background(args.background))}
     parameters = inspect.signature(generator.make_context).parameters
-    if args.style is not None or "style" in parameters:
+    if args.style_image is not None:
+        if "style_image" not in parameters:
+            raise ValueError(f"--style-image: generator {generator.name!r} has built-in styles; choose one with "
+                             f"--style N")
+        return {"style_image": load_image(args.style_image, parse_background(args.background))}
+    if "style" in parameters:
         return {"style": 0 if args.style is None else args.style}
+    if args.style is not None:
+        raise ValueError(f"--style: generator {generator.name!r} takes its style from an image: give --style-image "
+                         f"FILE")
+    if "style_image" in parameters:
+        raise ValueError(f"generator {generator.name!r} needs a style image: give --style-image FILE")
     return {}
 
 
@@ -306,6 +315,9 @@ def command_paint(args: argparse.Namespace) -> int:
 
     image = load_image(args.image, parse_background(args.background))
     generator = load_generator(args.generator, weights=args.weights, device=resolve_device(args.device))
+    if generator.input_kind != "image":
+        raise ValueError(f"--generator {args.generator}: a GAN paints its own samples: use "
+                         f"`cpia generate --gan {args.generator} --keyword ...`")
     return _paint_and_write(image, generator, _style_condition(generator, args), args.weights,
                             _painting_options(args), args.output, args.overwrite)
 
@@ -314,7 +326,8 @@ def command_generate(args: argparse.Namespace) -> int:
     from .generators import load_generator
 
     generator = load_generator(args.gan, weights=args.weights, device=resolve_device(args.device))
-    condition: dict[str, Any] = {"keyword": args.keyword}
+    condition: dict[str, Any] = ({"class_index": int(args.keyword)} if args.keyword.isdigit()
+                                 else {"keyword": args.keyword})
     sample_options: dict[str, Any] = {}
     if args.truncation is not None:
         if "truncation" not in inspect.signature(generator.make_context).parameters:

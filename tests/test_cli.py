@@ -85,6 +85,11 @@ def test_layers_prints_the_layer_table(capsys):
     (["paint", "IMAGE", "--planner", "maskrcnn", "--planner-option", "device=tpu"],
      "device: expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["layers", "--size", "3", "3"], "sides of at least 5 pixels, got (1, 3, 3, 3)"),
+    (["paint", "IMAGE", "--style-image", "IMAGE"], "--style-image: generator 'multistyle26' has built-in styles; "
+                                                   "choose one with --style N"),
+    (["paint", "IMAGE", "--generator", "arbitrary"], "generator 'arbitrary' needs a style image: give --style-image"),
+    (["paint", "IMAGE", "--generator", "arbitrary", "--style", "3"], "--style: generator 'arbitrary' takes its style "
+                                                                     "from an image"),
     (["demo", "--size", "100000", "-o", "x"], "--size: expected 16 to 8192 pixels, got 100000"),
 ])
 def test_errors_print_one_line_and_exit_with_status_2(arguments, message, image_file, tmp_path, capsys):
@@ -96,6 +101,15 @@ def test_errors_print_one_line_and_exit_with_status_2(arguments, message, image_
     assert err.startswith("cpia: error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_paint_with_a_gan_points_to_generate(image_file, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("omniart_eye_generator") is None:  # importing it loads CUDA tensors
+        pytest.skip("omniart-eye-generator is not installed")
+    assert main(["paint", str(image_file), "--generator", "eyes", "-o", str(tmp_path / "out")]) == 2
+    assert "--generator eyes: a GAN paints its own samples: use `cpia generate --gan eyes" in capsys.readouterr().err
 
 
 def test_an_unknown_option_is_reported_with_its_command_usage(capsys):
@@ -295,6 +309,10 @@ def test_generate_paints_a_gan_sample(tmp_path):
                  "--max-strokes", "30", "--frames", "2", "-o", str(out)]) == 0
     generated = np.asarray(Image.open(out / "generated.png"))
     assert generated.shape == (128, 128, 3)
+    by_index = tmp_path / "eyes-by-index"  # class 1 is blue
+    assert main(["generate", "--gan", "eyes", "--keyword", "1", "--seed", "1", "--layer", "3", "--tau", "64",
+                 "--max-strokes", "30", "--frames", "2", "-o", str(by_index)]) == 0
+    assert (by_index / "painting.png").read_bytes() == (out / "painting.png").read_bytes()
     assert main(["generate", "--gan", "eyes", "--keyword", "plaid", "-o", str(tmp_path / "bad")]) == 2
 
 

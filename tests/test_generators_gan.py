@@ -7,6 +7,7 @@ import ast
 import importlib
 import importlib.util
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -389,15 +390,52 @@ class TestBigGANLoading:
         with pytest.raises(GeneratorError, match="has shape"):
             load_biggan(self._folder_with(tmp_path, biggan_folder, config=json.dumps(config)))
 
+    @pytest.mark.parametrize("edit, message", [
+        (dict(channel_width=-4), "channel_width must be an int >= 1, got -4"),
+        (dict(n_stats=1), "n_stats = 1 does not fit"),  # a division by zero in the package
+        (dict(n_stats=50), "n_stats = 50 does not fit the package's truncation lookup"),  # index 50 of 50 at t = 1
+        (dict(layers=None), r"missing keys \['layers'\]"),
+        (dict(layers=[[False, 16]]), r"layers must be a non-empty list of \[upsample"),
+        (dict(attention_layer_position=9), "attention_layer_position must be at most the number of layers, 6"),
+        (dict(eps=0), "eps must be a positive number, got 0"),
+    ])
+    def test_config_values_are_checked_before_building(self, biggan_folder, tmp_path, edit, message):
+        from cpia_cuda.generators.biggan import load_biggan
+
+        config = json.loads((biggan_folder / "config.json").read_text())
+        config.update(edit)
+        config = {key: value for key, value in config.items() if value is not None}
+        with pytest.raises(GeneratorError, match=f"is not a usable BigGAN config: ({message})"):
+            load_biggan(self._folder_with(tmp_path, biggan_folder, config=json.dumps(config)))
+
+    def test_a_file_given_as_the_folder_and_no_weights_at_all_say_what_to_get(self, biggan_folder):
+        from cpia_cuda.generators import load_generator
+        from cpia_cuda.generators.biggan import load_biggan
+
+        with pytest.raises(GeneratorError, match="config.json' is a file, not a folder; expected a folder holding"):
+            load_biggan(biggan_folder / "config.json")
+        with pytest.raises(GeneratorError, match="generator 'biggan' needs weights .*--weights on the command "
+                                                 "line.*: expected a folder holding config.json and "
+                                                 "pytorch_model.bin.*biggan-deep-256"):
+            load_generator("biggan")
+
     def test_unreadable_files(self, biggan_folder, tmp_path):
         from cpia_cuda.generators.biggan import load_biggan
 
         folder = self._folder_with(tmp_path, biggan_folder, config="{not json")
-        with pytest.raises(GeneratorError, match="not a usable BigGAN config"):
+        with pytest.raises(GeneratorError, match="config.json' is not a readable JSON file"):
             load_biggan(folder)
         folder = self._folder_with(tmp_path, biggan_folder)
         (folder / "pytorch_model.bin").write_bytes(b"not a torch file")
-        with pytest.raises(GeneratorError, match="not a readable PyTorch state dict"):
+        with pytest.raises(GeneratorError, match=r"not a readable PyTorch state dict: not a file torch.save wrote "
+                                                 r"\(it starts with b'not ', neither a zip archive nor a pickle\)"):
+            load_biggan(folder)
+        (folder / "pytorch_model.bin").write_bytes(b"")
+        with pytest.raises(GeneratorError, match="not a readable PyTorch state dict: the file is empty"):
+            load_biggan(folder)
+        with zipfile.ZipFile(folder / "pytorch_model.bin", "w") as archive:
+            archive.writestr("notes.txt", "hello")
+        with pytest.raises(GeneratorError, match="a zip archive, but not one torch.save wrote"):
             load_biggan(folder)
         folder = self._folder_with(tmp_path, biggan_folder, state=[torch.zeros(1)])
         with pytest.raises(GeneratorError, match="must hold a state dict, got list"):

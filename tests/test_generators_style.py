@@ -464,8 +464,15 @@ class _RunsCodeWhenUnpickled:
 
 def test_msg_errors(tmp_path):
     network, path = _msg_weights_file(tmp_path)
-    with pytest.raises(GeneratorError, match="not found"):
+    with pytest.raises(GeneratorError, match="nothing.model' not found; expected a 21styles.model-format"):
         load_msgnet(tmp_path / "nothing.model")
+    with pytest.raises(GeneratorError, match="is a folder, not a file; expected a 21styles.model-format"):
+        load_msgnet(tmp_path)
+    from cpia_cuda.generators import load_generator
+
+    with pytest.raises(GeneratorError, match=r"generator 'msg' needs weights \(weights=PATH; --weights on the "
+                                             r"command line\): expected a 21styles.model-format"):
+        load_generator("msg")
     state = torch.load(path, weights_only=True)
     del state["model.12.conv2d.bias"]
     state["extra.weight"] = torch.zeros(1)

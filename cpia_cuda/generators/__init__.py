@@ -55,7 +55,8 @@ def load_generator(name: str = DEFAULT_GENERATOR, weights: str | None = None,
         raise GeneratorError(f"device{problem}")
     needs_weights = _REGISTRY[name][2]
     if needs_weights and weights is None:
-        raise GeneratorError(f"generator {name!r} needs weights: pass a path (--weights on the command line)")
+        hint = importlib.import_module(f"{__name__}.{_REGISTRY[name][0]}").where_to_get_weights()
+        raise GeneratorError(f"generator {name!r} needs weights (weights=PATH; --weights on the command line): {hint}")
     generator = load(weights, device=device) if weights is not None or needs_weights else load(device=device)
     return generator.eval().requires_grad_(False)  # pretrained, inference only
 

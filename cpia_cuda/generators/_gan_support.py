@@ -83,7 +83,7 @@ def read_state_dict(path: Path) -> Mapping[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for unreadable or unsafe files
         raise GeneratorError(
-            f"{str(path)!r} is not a readable PyTorch state dict: {load_failure_reason(error)}") from error
+            f"{str(path)!r} is not a readable PyTorch state dict: {load_failure_reason(error, path)}") from error
     if not isinstance(state, Mapping):
         raise GeneratorError(f"{str(path)!r} must hold a state dict, got {type(state).__name__}")
     return state

@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import json
 import numbers
 import sys
 import types
@@ -161,7 +162,7 @@ class BigGANGenerator(Generator):
             if num_classes != NUM_IMAGENET_CLASSES:
                 raise GeneratorError(
                     f"keyword lookup needs a {NUM_IMAGENET_CLASSES}-class ImageNet model, this one has "
-                    f"{num_classes} classes; pass class_index instead"
+                    f"{num_classes} classes; pass class_index instead (on the command line, --keyword N)"
                 )
             keywords = keyword_list(keyword)
             class_index = [imagenet_class_index(word) for word in keywords]
@@ -330,7 +331,7 @@ def _check_truncation(truncation: Any) -> None:
         raise GeneratorError(f"truncation must be a number in (0, 1], got {truncation!r}")
 
 
-def _where_to_get_weights() -> str:
+def where_to_get_weights() -> str:
     example = "biggan-deep-256"
     return (
         f"expected a folder holding {CONFIG_FILE} and {WEIGHTS_FILE}, e.g. one of the official "
@@ -341,6 +342,46 @@ def _where_to_get_weights() -> str:
     )
 
 
+# The config.json keys that shape the network (the package would fill a missing one with its 128 px
+# model's value, making a wrong config look like a wrong weights file), and those it may default.
+_ARCHITECTURE_KEYS = ("z_dim", "class_embed_dim", "channel_width", "num_classes", "layers", "attention_layer_position")
+_CONFIG_DEFAULTS = {"output_dim": 128, "eps": 1e-4, "n_stats": 51}
+
+
+def _config_problem(settings: Any) -> str | None:
+    """What makes ``settings`` (a parsed config.json) unusable for the package's BigGAN, or None."""
+    if not isinstance(settings, dict):
+        return f"expected a JSON object, got {type(settings).__name__}"
+    missing = [key for key in _ARCHITECTURE_KEYS if key not in settings]
+    if missing:
+        return f"missing keys {missing}"
+    settings = {**_CONFIG_DEFAULTS, **settings}
+    for key in ("output_dim", "z_dim", "class_embed_dim", "channel_width", "num_classes", "n_stats",
+                "attention_layer_position"):
+        value, least = settings[key], 0 if key == "attention_layer_position" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            return f"{key} must be an int >= {least}, got {value!r}"
+    layers = settings["layers"]
+    if not isinstance(layers, list) or not layers or not all(
+            isinstance(layer, list) and len(layer) == 3 and isinstance(layer[0], bool)
+            and all(isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in layer[1:])
+            for layer in layers):
+        return "layers must be a non-empty list of [upsample (bool), in (int >= 1), out (int >= 1)]"
+    if settings["attention_layer_position"] > len(layers):
+        return (f"attention_layer_position must be at most the number of layers, {len(layers)}, got "
+                f"{settings['attention_layer_position']}")
+    eps = settings["eps"]
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        return f"eps must be a positive number, got {eps!r}"
+    # The package looks up the batch-norm statistics of truncation t at index t / (1 / (n_stats - 1)),
+    # reading the entry after it unless the quotient is whole: at t = 1 the quotient must not exceed
+    # n_stats - 1 (for 51, the releases' value, it is exactly 50).
+    n_stats = settings["n_stats"]
+    if n_stats < 2 or 1.0 / (1.0 / (n_stats - 1)) > n_stats - 1:
+        return f"n_stats = {n_stats} does not fit the package's truncation lookup (51 does)"
+    return None
+
+
 def load_biggan(folder: str | Path, device: torch.device | str | None = None) -> BigGANGenerator:
     """Load BigGAN-deep from a local folder with ``config.json`` and ``pytorch_model.bin``.
 
@@ -349,20 +390,23 @@ def load_biggan(folder: str | Path, device: torch.device | str | None = None) ->
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise GeneratorError(
-            f"BigGAN weights folder {str(folder)!r} does not exist; {_where_to_get_weights()}"
-        )
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise GeneratorError(f"BigGAN weights folder {str(folder)!r} {what}; {where_to_get_weights()}")
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise GeneratorError(f"{str(path)!r} is missing; {_where_to_get_weights()}")
+            raise GeneratorError(f"{str(path)!r} is missing; {where_to_get_weights()}")
 
     code = biggan_model_module()
     try:
-        config = code.BigGANConfig.from_json_file(str(config_path))
-        model = code.BigGAN(config)
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
-        raise GeneratorError(f"{str(config_path)!r} is not a usable BigGAN config: {error}") from error
+        with open(config_path, encoding="utf-8") as file:
+            settings = json.load(file)
+    except (OSError, ValueError) as error:
+        raise GeneratorError(f"{str(config_path)!r} is not a readable JSON file: {error}") from error
+    problem = _config_problem(settings)
+    if problem:
+        raise GeneratorError(f"{str(config_path)!r} is not a usable BigGAN config: {problem}")
+    model = code.BigGAN(code.BigGANConfig.from_dict(settings))
 
     state = read_state_dict(weights_path)
     load_state_exactly(model, state, f"{str(weights_path)!r} (for the BigGAN its {CONFIG_FILE} describes)")

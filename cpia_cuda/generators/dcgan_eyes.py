@@ -250,8 +250,9 @@ def load_eyes_dcgan(path: str | Path | None = None,
     (a state dict with the package's key names), read with ``torch.load(weights_only=True)``."""
     path = package_weights_path() if path is None else Path(path)
     if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "not found"
         raise GeneratorError(
-            f"eye DCGAN weights {str(path)!r} not found; expected the {WEIGHTS_FILE} state dict of "
+            f"eye DCGAN weights {str(path)!r} {what}; expected the {WEIGHTS_FILE} state dict of "
             "omniart-eye-generator 0.1"
         )
     generator = EyesDCGANGenerator()

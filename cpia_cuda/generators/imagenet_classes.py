@@ -90,7 +90,8 @@ def imagenet_class_index(keyword: str) -> int:
         close = difflib.get_close_matches(normalize_keyword(keyword), list(table), n=5, cutoff=0.6)
         hint = f"; close matches: {', '.join(repr(c) for c in close)}" if close else ""
         raise GeneratorError(
-            f"keyword {keyword!r} is not an ImageNet class name or known synonym{hint}"
+            f"keyword {keyword!r} is not an ImageNet class name or known synonym{hint} (the names: "
+            f"cpia_cuda.generators.imagenet_classes.imagenet_class_names(); a class index also works)"
         )
     if len(indices) == 1:
         return indices[0]

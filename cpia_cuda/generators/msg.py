@@ -230,6 +230,12 @@ def _complete_shared_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return completed
 
 
+def where_to_get_weights() -> str:
+    return ("expected a 21styles.model-format state_dict, which experiments/models/download_model.sh of "
+            "github.com/zhanghang1989/PyTorch-Multi-Style-Transfer fetches (or a model trained with that "
+            "repository's code)")
+
+
 def load_msgnet(path: str | Path, device: str | torch.device | None = None, ngf: int = 128) -> MSGNetGenerator:
     """Build :class:`MSGNetGenerator` from a ``21styles.model``-format file (a plain state_dict).
 
@@ -239,15 +245,12 @@ def load_msgnet(path: str | Path, device: str | torch.device | None = None, ngf:
     """
     path = Path(path)
     if not path.is_file():
-        raise GeneratorError(
-            f"MSG-Net weights not found at {path}; expected a 21styles.model-format state_dict, which "
-            "experiments/models/download_model.sh of github.com/zhanghang1989/PyTorch-Multi-Style-Transfer "
-            "fetches (or a model trained with that repository's code)"
-        )
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise GeneratorError(f"MSG-Net weights {str(path)!r} {what}; {where_to_get_weights()}")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for unreadable or unsafe files
-        raise GeneratorError(f"{path} is not a loadable plain state_dict: {load_failure_reason(error)}") from None
+        raise GeneratorError(f"{path} is not a loadable plain state_dict: {load_failure_reason(error, path)}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise GeneratorError(f"{path} should hold a plain state_dict of tensors, got {type(state).__name__}")
     state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_KEY_SUFFIXES)}

@@ -67,7 +67,7 @@ def build_maskrcnn(weights: str | Path | None = None, input_size: int = 800) -> 
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip or weights-only refusals all mean "not a usable file"
         raise PlanningError(f"Mask R-CNN weights {path}: expected a state dict saved by torch.save, could not "
-                            f"read it ({load_failure_reason(error)})") from error
+                            f"read it ({load_failure_reason(error, path)})") from error
     if not isinstance(state_dict, dict):
         raise PlanningError(f"Mask R-CNN weights {path}: expected a state dict, got {type(state_dict).__name__}")
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(coco_category_names()),
