@@ -76,7 +76,8 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     stroke.add_argument("--channel-cost", type=float, default=0.5, help="g in [0, 1] (default 0.5)")
     stroke.add_argument("--sigma", type=float, default=4.0, help="movement-cost width (default 4)")
     stroke.add_argument("--min-response", type=float, default=0.1,
-                        help="stop a region below this fraction of its largest response (default 0.1)")
+                        help="stop a region below this fraction of its largest response (default 0.1; "
+                             "0 still stops at negative responses)")
     stroke.add_argument("--max-strokes", type=int, help="stop a region after this many strokes")
     stroke.add_argument("--max-coverage", type=float, help="stop a region at this covered fraction")
     stroke.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "reference"),
@@ -107,6 +108,7 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     frames.add_argument("--frames", type=int, help="frames spread over the painting (default 24)")
     frames.add_argument("--every", type=int, help="a frame every K strokes")
     render.add_argument("--preview-size", type=int, help="long side of the frames (default 512)")
+    render.add_argument("--frame-batch", type=int, default=8, help="frames decoded at once (default 8)")
     render.add_argument("--background", default="white",
                         help="paper colour (name or #rrggbb), also behind transparent input pixels")
     render.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
@@ -250,7 +252,7 @@ def _painting_options(args: argparse.Namespace) -> dict[str, Any]:
         order=args.order, skip_background=args.skip_background, first_labels=args.first_labels,
         last_labels=args.last_labels, reverse_order=args.reverse_order, frames=args.frames, every=args.every,
         seed=args.seed, backend=args.backend, preview_size=args.preview_size, background=args.background,
-        step_fill=args.step_fill,
+        step_fill=args.step_fill, frame_batch=args.frame_batch,
     )
 
 
@@ -288,6 +290,8 @@ def _check_output(output: str, overwrite: bool) -> None:
     """Fail before the painting, not after it: a folder that cannot take the outputs, or holds some."""
     from .painting.outputs import check_output_folder, refuse_existing_outputs
 
+    if not output:
+        raise ValueError("-o/--output: expected a folder, got an empty path (use . for the current folder)")
     check_output_folder(output)
     if not overwrite:
         refuse_existing_outputs(output)
@@ -348,13 +352,15 @@ def command_layers(args: argparse.Namespace) -> int:
             raise ValueError(f"--size: expected positive H W, got {height} {width}")
         inputs = torch.full((1, 3, height, width), 0.5)
         context = generator.make_context(**_neutral_condition(generator))
-        print(f"{generator.name}: operable layers for a {height}x{width} input")
+        title = f"{generator.name}: operable layers for a {height}x{width} input"
     else:
         inputs = generator.sample_inputs(1, 0)
         context = generator.make_context(class_index=0, inputs=inputs)
-        print(f"{generator.name}: operable layers (a GAN: the shapes do not depend on --size)")
+        title = f"{generator.name}: operable layers (a GAN: the shapes do not depend on --size)"
+    shapes = generator.layer_shapes(inputs, context)  # before any output: an error prints alone
+    print(title)
     print(f"{'index':>5}  {'name':<20} {'channels':>8}  shape (C, H, W)")
-    for layer, shape in generator.layer_shapes(inputs, context):
+    for layer, shape in shapes:
         print(f"{layer.index:>5}  {layer.name:<20} {layer.channels:>8}  {tuple(shape)}")
     return 0
 

@@ -85,6 +85,8 @@ def test_layers_prints_the_layer_table(capsys):
     (["paint", "IMAGE", "--planner", "maskrcnn", "--planner-option", "device=tpu"],
      "device: expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["layers", "--size", "3", "3"], "sides of at least 5 pixels, got (1, 3, 3, 3)"),
+    (["paint", "IMAGE", "--mode", "flush", "--m", "7"], "m must be in (0, 1], got 7"),  # logged, so checked
+    (["paint", "IMAGE", "-o", ""], "-o/--output: expected a folder, got an empty path"),
     (["paint", "IMAGE", "--style-image", "IMAGE"], "--style-image: generator 'multistyle26' has built-in styles; "
                                                    "choose one with --style N"),
     (["paint", "IMAGE", "--generator", "arbitrary"], "generator 'arbitrary' needs a style image: give --style-image"),
@@ -96,11 +98,14 @@ def test_errors_print_one_line_and_exit_with_status_2(arguments, message, image_
     tiny = tmp_path / "tiny.png"
     Image.fromarray(np.zeros((4, 40, 3), dtype=np.uint8)).save(tiny)
     arguments = [str(image_file) if a == "IMAGE" else str(tiny) if a == "TINY" else a for a in arguments]
-    assert main(arguments + ["-o", str(tmp_path / "out")] if arguments[0] == "paint" else arguments) == 2
-    err = capsys.readouterr().err
+    with_output = arguments[0] == "paint" and "-o" not in arguments
+    assert main(arguments + ["-o", str(tmp_path / "out")] if with_output else arguments) == 2
+    out, err = capsys.readouterr()
     assert err.startswith("cpia: error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+    if arguments[0] == "layers":
+        assert out == ""  # no table begun before the error
 
 
 def test_paint_with_a_gan_points_to_generate(image_file, tmp_path, capsys):
@@ -135,6 +140,15 @@ def test_labels_are_comma_separated_and_repeatable_and_leave_the_image_alone():
 def test_plan_options_are_checked_as_they_are_parsed(arguments, message, capsys):
     assert main(["paint", "photo.jpg", *arguments]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_folder_in_the_way_of_an_output_is_refused_before_painting_even_with_overwrite(image_file, tmp_path,
+                                                                                        capsys):
+    (tmp_path / "out" / "painting.png").mkdir(parents=True)
+    assert main(["paint", str(image_file), *FAST, "--overwrite", "-o", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "painting.png is a folder; an output file of that name cannot replace it" in captured.err
+    assert "memory estimate" not in captured.out
 
 
 @pytest.mark.parametrize("output", ["a_file", "a_file/inside"])

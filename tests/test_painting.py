@@ -243,11 +243,24 @@ def test_a_write_that_fails_part_way_leaves_the_folder_as_it_was(image, generato
 
     monkeypatch.setattr(outputs_module, "coverage_json", disk_full)  # the last file written
     with pytest.raises(OSError, match="No space left"):
-        write_outputs(result, tmp_path / "fresh")
-    assert os.listdir(tmp_path / "fresh") == []
+        write_outputs(result, tmp_path / "fresh" / "nested")
+    assert os.listdir(tmp_path / "fresh") == []  # the folder it created is gone, its parent stays
     with pytest.raises(OSError, match="No space left"):
         write_outputs(_paint(image, generator, frames=3), kept, overwrite=True)
     assert {name: (kept / name).read_bytes() for name in os.listdir(kept)} == before
+
+
+def test_coverage_json_counts_the_bars_of_the_coverage_plot(image, generator):
+    from cpia_cuda.painting.outputs import HISTOGRAM_BINS, coverage_json
+
+    result = _paint(image, generator)
+    document = json.loads(coverage_json(result))
+    largest = float(max(result.coverage.max(), result.coverage_flush.max()))
+    edges = document["histogram_bin_edges"]
+    assert len(edges) == HISTOGRAM_BINS + 1 and edges[0] == 0.0 and edges[-1] == round(largest, 6) < 1.0
+    expected = np.histogram(result.coverage.numpy().astype(np.float64), bins=np.linspace(0, largest, 21))[0]
+    assert document["painting"]["histogram"] == expected.tolist()
+    assert all(len(repr(value)) <= 8 for value in document["painting"]["per_channel"])  # 6 decimals, no float32 tail
 
 
 def test_the_memory_count_does_not_import_torchs_compiler():
@@ -281,7 +294,7 @@ def test_a_folder_in_the_way_or_a_failed_move_leaves_no_temporary_files(image, g
     monkeypatch.setattr(outputs_module.os, "link", fail_on_the_third(os.link))  # new names: taken back
     with pytest.raises(KeyboardInterrupt):
         write_outputs(result, tmp_path / "fresh")
-    assert os.listdir(tmp_path / "fresh") == []
+    assert not (tmp_path / "fresh").exists()  # created by the interrupted write, and empty: removed
     monkeypatch.setattr(outputs_module.os, "replace", fail_on_the_third(os.rename))  # overwrite: no temporaries
     with pytest.raises(KeyboardInterrupt):
         write_outputs(result, tmp_path / "again", overwrite=True)
@@ -322,6 +335,24 @@ def test_preview_frames_of_a_thin_or_tiny_preview_decode(generator, size, previe
                    planner=None, frames=2, preview_size=preview_size)
     expected = tuple(max(1, round(side * min(1.0, preview_size / max(size)))) for side in size)
     assert result.frames.shape == (2, 3, *expected)
+
+
+def test_the_gif_keeps_the_colours_of_an_unchanged_part_of_the_canvas():
+    import io
+
+    from PIL import Image
+
+    from cpia_cuda.painting.outputs import gif_bytes
+
+    frames = torch.rand(5, 3, 40, 60, generator=torch.Generator().manual_seed(0))
+    frames[1:3, :, :20] = frames[0, :, :20]  # the top half does not change over frames 0-2
+    gif = Image.open(io.BytesIO(gif_bytes(frames)))
+    decoded = []
+    for index in range(gif.n_frames):
+        gif.seek(index)
+        decoded.append(np.asarray(gif.convert("RGB")))
+    assert len(decoded) == 5
+    assert all(np.array_equal(decoded[0][:20], frame[:20]) for frame in decoded[1:3])
 
 
 def test_mp4_is_skipped_with_a_note_when_ffmpeg_is_missing(image, generator, tmp_path, monkeypatch):
@@ -430,6 +461,23 @@ def test_the_frame_batch_estimate_counts_only_the_frames_there_are(image, genera
     one, eight = (_paint(image, generator, frames=frames, frame_batch=8).memory for frames in (1, 8))
     assert one.frame_batch > 0 and eight.frame_batch == pytest.approx(8 * one.frame_batch, abs=8)
     assert eight.generator_working_set == one.generator_working_set
+
+
+def test_the_estimate_counts_every_kept_frame_and_stroke_map(image, generator):
+    estimate = _paint(image, generator, frames=600, preview_size=32).memory
+    assert estimate.kept_frames == 600 * 32 * 32 * 2 * 3 * 4  # frames and stroke maps, float32 RGB
+    assert estimate.total == (estimate.painting_state + estimate.generator_working_set + estimate.frame_batch
+                              + estimate.kept_frames)
+    assert "kept frames: 0.01 GiB" in estimate.describe()
+
+
+def test_frames_every_k_that_cannot_be_kept_are_refused_before_rendering(image, generator, monkeypatch):
+    from cpia_cuda.painting import pipeline
+
+    monkeypatch.setattr(pipeline, "available_memory", lambda device: 60 * 64 * 64 * 24 - 1)
+    with pytest.raises(PaintingError, match=r"60 frames \(every=1\) and their stroke maps at 64x64 need 0.01 GiB, "
+                                            r"more than the 0.01 GiB available; ask for fewer frames"):
+        _paint(image, generator, frames=None, every=1, max_strokes=30)  # 2 regions of 30 strokes
 
 
 def test_the_device_of_a_generator_with_buffers_only_is_that_of_its_buffers():

@@ -12,7 +12,10 @@ The estimate has three parts:
   once on a small probe (counted op by op under a dispatch mode), scaled by the area ratio;
 * the frame batch: ``frame_batch`` frames (no more than there are frames) at the preview size (at
   full size for a generator whose decode needs the size encode produced), each ``FRAME_FACTOR``
-  times the working set of a decode from the operating layer, counted on the probe alike.
+  times the working set of a decode from the operating layer, counted on the probe alike;
+* the kept frames: every progressive frame and stroke-map frame of the result, float32 RGB at the
+  preview size (``KEPT_FRAME_BYTES_PER_PIXEL``), in host memory whatever the device. With ``every=k``
+  their number is known only after the strokes: the pipeline checks them again then.
 
 It is an estimate (allocator overhead and fragmentation come on top); it is meant to refuse what
 clearly cannot fit before minutes of work, not to promise that what passes fits.
@@ -31,18 +34,24 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ..generators.base import Generator, Layer
+from .render import preview_shape
 
 PER_ELEMENT_BYTES = 29
 # A frame holds its decode's working set and, beside it, its masked activation, opacity and
 # composite; measured at 1.8-2.3x the decode alone (multistyle26, 512 and 1024 px, CPU).
 FRAME_FACTOR = 2
+# A progressive frame and its stroke map, float32 RGB each, per preview pixel.
+KEPT_FRAME_BYTES_PER_PIXEL = 2 * 3 * 4
 _PROBE_SIDE = 128
 GIB = 1024 ** 3
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes a run needs (``total``) by part, and what the device has free (None if unknown)."""
+    """Bytes a run needs (``total``) by part, and what the device has free (None if unknown).
+
+    ``kept_frames`` (the result's frames and stroke maps) live in host memory: on a CPU run they are
+    part of ``total``, on a GPU run they are held against ``host_available``."""
 
     device: str
     activation_shape: tuple[int, int, int]
@@ -50,22 +59,43 @@ class MemoryEstimate:
     generator_working_set: int
     frame_batch: int
     available: int | None
+    kept_frames: int = 0
+    host_available: int | None = None
+
+    @property
+    def on_host(self) -> bool:
+        return torch.device(self.device).type == "cpu"
 
     @property
     def total(self) -> int:
-        return self.painting_state + self.generator_working_set + self.frame_batch
+        kept = self.kept_frames if self.on_host else 0
+        return self.painting_state + self.generator_working_set + self.frame_batch + kept
 
     @property
     def fits(self) -> bool:
-        return self.available is None or self.total <= self.available
+        fits_device = self.available is None or self.total <= self.available
+        fits_host = self.on_host or self.host_available is None or self.kept_frames <= self.host_available
+        return fits_device and fits_host
 
     def describe(self) -> str:
         c, h, w = self.activation_shape
-        free = "unknown" if self.available is None else f"{self.available / GIB:.2f} GiB"
-        return (f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB (activation {c}x{h}x{w}: "
-                f"{self.painting_state / GIB:.2f} GiB, generator at full size: "
-                f"{self.generator_working_set / GIB:.2f} GiB, frame batch: {self.frame_batch / GIB:.2f} GiB); "
-                f"available: {free}")
+        parts = (f"activation {c}x{h}x{w}: {self.painting_state / GIB:.2f} GiB, generator at full size: "
+                 f"{self.generator_working_set / GIB:.2f} GiB, frame batch: {self.frame_batch / GIB:.2f} GiB")
+        kept = f"kept frames: {self.kept_frames / GIB:.2f} GiB"
+        if self.on_host:
+            return (f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB ({parts}, {kept}); "
+                    f"available: {_gib(self.available)}")
+        return (f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB ({parts}); available: "
+                f"{_gib(self.available)}; {kept} of host memory, available: {_gib(self.host_available)}")
+
+
+def _gib(size: int | None) -> str:
+    return "unknown" if size is None else f"{size / GIB:.2f} GiB"
+
+
+def kept_frames_bytes(frames: int, preview: tuple[int, int]) -> int:
+    """Bytes of ``frames`` progressive frames and as many stroke maps at the ``preview`` (H, W) size."""
+    return frames * preview[0] * preview[1] * KEPT_FRAME_BYTES_PER_PIXEL
 
 
 def available_memory(device: torch.device | str) -> int | None:
@@ -155,11 +185,11 @@ def _probe_image(image: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
-                    preview_area_ratio: float, frame_batch: int) -> MemoryEstimate:
+                    preview_size: int | None, frame_batch: int, kept_frames: int = 0) -> MemoryEstimate:
     """Estimate the memory of painting ``inputs`` (a (1, 3, H, W) image or a latent) at ``layer``.
 
-    ``preview_area_ratio`` is (preview area) / (full area) of the progressive frames, ``frame_batch``
-    the frames decoded at once.
+    ``preview_size`` is the long side of the progressive frames (None: the default), ``frame_batch``
+    the frames decoded at once, ``kept_frames`` the frames the result keeps (0 when not known yet).
     """
     if generator.input_kind == "image":
         probe, area_ratio = _probe_image(inputs)
@@ -169,9 +199,14 @@ def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, la
         probe_activation = generator.encode(probe, layer.index, context)
     channels, height, width = probe_activation.shape[1:]
     height, width = math.ceil(height * math.sqrt(area_ratio)), math.ceil(width * math.sqrt(area_ratio))
-    full_working = int(_working_set(lambda: generator.forward(probe, context)) * area_ratio)
+    output_sizes: list[tuple[int, int]] = []
+    full_working = int(_working_set(lambda: output_sizes.append(generator.forward(probe, context).shape[-2:]))
+                       * area_ratio)
+    image_size = tuple(inputs.shape[-2:]) if generator.input_kind == "image" else tuple(output_sizes[0])
+    preview = preview_shape(image_size, preview_size)
     decoding = _working_set(lambda: generator.decode(probe_activation, layer.index, context)) * area_ratio
-    frame_scale = preview_area_ratio if generator.decodes_any_size else 1.0
+    frame_scale = (preview[0] * preview[1]) / (image_size[0] * image_size[1]) if generator.decodes_any_size else 1.0
+    host = torch.device(inputs.device).type == "cpu"
     return MemoryEstimate(
         device=str(inputs.device),
         activation_shape=(channels, height, width),
@@ -179,4 +214,6 @@ def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, la
         generator_working_set=full_working,
         frame_batch=int(frame_batch * decoding * FRAME_FACTOR * frame_scale),
         available=available_memory(inputs.device),
+        kept_frames=kept_frames_bytes(kept_frames, preview),
+        host_available=None if host else available_memory("cpu"),
     )

@@ -69,10 +69,8 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
     writers = _planned_writers(result, note)
     if not overwrite:
         refuse_existing_outputs(outdir, writers)
+    created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
-    in_the_way = [str(outdir / name) for name in writers if (outdir / name).is_dir()]
-    if in_the_way:
-        raise IsADirectoryError(f"{in_the_way[0]} is a folder; an output file of that name cannot replace it")
     staged: list[tuple[Path, Path]] = []
     try:
         for name, write in writers.items():
@@ -82,7 +80,11 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
                 os.replace(tmp, path)
         else:
             _place_without_replacing(staged)
-    finally:  # after an error: the files not moved into place yet
+    except BaseException:
+        if created:  # an interrupted first write leaves no empty folder
+            _remove_if_empty(outdir, {tmp.name for tmp, _ in staged})
+        raise
+    finally:  # the staged files: hard-linked into place, or not placed after an error
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
     written = [path for _, path in staged]
@@ -92,6 +94,14 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
                 (outdir / name).unlink()
                 note(f"note: removed {outdir / name}, left by an earlier run")
     return written
+
+
+def _remove_if_empty(folder: Path, staged_names: set[str]) -> None:
+    """Remove ``folder`` if it holds nothing but the staged files named (which are removed too)."""
+    if all(path.name in staged_names for path in folder.iterdir()):
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
 
 
 def _place_without_replacing(staged: list[tuple[Path, Path]]) -> None:
@@ -132,6 +142,9 @@ def check_output_folder(outdir: str | Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise NotADirectoryError(f"output folder {outdir}: {existing} is a file, not a folder")
+    in_the_way = [outdir / name for name in OUTPUT_NAMES if (outdir / name).is_dir()]
+    if in_the_way:
+        raise IsADirectoryError(f"{in_the_way[0]} is a folder; an output file of that name cannot replace it")
     try:
         handle, probe = tempfile.mkstemp(dir=existing, prefix=".cpia-write-test.")
     except OSError as error:
@@ -235,15 +248,31 @@ def png_bytes(image: torch.Tensor) -> bytes:
 
 
 def gif_bytes(frames: torch.Tensor) -> bytes:
-    """An endlessly looping GIF of ``frames`` (F, 3, H, W); the last frame is held longer."""
+    """An endlessly looping GIF of ``frames`` (F, 3, H, W); the last frame is held longer.
+
+    Every frame is mapped to one palette, made from a few frames spread over the run, without
+    dithering: a part of the canvas that does not change keeps its colours from frame to frame (with
+    a palette per frame, or error diffusion, it flickers). Frames left identical by the 256 colours
+    are merged by the GIF writer into one frame of their summed duration."""
     from PIL import Image
 
-    # fast octree quantisation: the default median cut takes seconds per large frame
-    images = [Image.fromarray(to_uint8(frame)).quantize(method=Image.Quantize.FASTOCTREE) for frame in frames]
+    palette = _shared_palette(frames)
+    images = [Image.fromarray(to_uint8(frame)).quantize(palette=palette, dither=Image.Dither.NONE)
+              for frame in frames]
     durations = [FRAME_MS] * (len(images) - 1) + [LAST_FRAME_MS]
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
     return buffer.getvalue()
+
+
+def _shared_palette(frames: torch.Tensor, samples: int = 8):
+    """A 256-colour palette image for all ``frames``: fast octree quantisation (median cut takes
+    seconds per large frame) of up to ``samples`` frames spread over the run, the last included."""
+    from PIL import Image
+
+    picked = sorted({round(i * (len(frames) - 1) / max(samples - 1, 1)) for i in range(samples)})
+    strip = np.concatenate([to_uint8(frames[index]) for index in picked if index < len(frames)], axis=0)
+    return Image.fromarray(strip).quantize(method=Image.Quantize.FASTOCTREE)
 
 
 def _mp4_available() -> bool:
@@ -302,10 +331,18 @@ def _summary(values: np.ndarray) -> dict[str, float]:
             "max": float(values.max()), "unused_channels": int((values == 0).sum())}
 
 
+def _histogram_edges(series: dict[str, np.ndarray]) -> np.ndarray:
+    """HISTOGRAM_BINS bins from 0 to the largest coverage: the bars of coverage.png and the counts of
+    coverage.json."""
+    upper = max(1e-6, max(float(values.max()) for values in series.values()))
+    return np.linspace(0.0, upper, HISTOGRAM_BINS + 1)
+
+
 def coverage_json(result: PaintResult) -> str:
     """Per-channel coverage of the painting and of the flush comparison, their summaries and histograms."""
-    edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    series = {"painting": result.coverage.numpy(), "flush": result.coverage_flush.numpy()}
+    series = {"painting": result.coverage.numpy().astype(np.float64),
+              "flush": result.coverage_flush.numpy().astype(np.float64)}
+    edges = _histogram_edges(series)
     document = {
         "layer": {"index": result.log.layer, "name": result.log.layer_name},
         "mode": result.settings.mode, "tau": result.settings.tau, "channels": int(result.coverage.numel()),
@@ -327,8 +364,7 @@ def coverage_plot_bytes(result: PaintResult) -> bytes:
     figure = Figure(figsize=(10, 3.6), dpi=100)
     FigureCanvasAgg(figure)
     histogram_axes = figure.add_subplot(1, 2, 1)
-    upper = max(1e-6, max(float(values.max()) for values in series.values()))
-    edges = np.linspace(0.0, upper, HISTOGRAM_BINS + 1)
+    edges = _histogram_edges(series)
     histogram_axes.hist(list(series.values()), bins=edges, label=list(series), color=_colours(len(series)))
     histogram_axes.set_xlabel("channel coverage (fraction of locations)")
     histogram_axes.set_ylabel("channels")

@@ -44,7 +44,7 @@ from ..ops import channel_flush, channel_stroke
 from ..planning.base import Planner, PlanningError, Region
 from ..planning.order import POLICIES, check_labels, check_regions, order_regions, resolve_overlaps
 from ..planning.registry import PLANNERS, make_planner, planner_names
-from .memory import MemoryEstimate, estimate_memory
+from .memory import MemoryEstimate, available_memory, estimate_memory, kept_frames_bytes
 from .render import (CanvasRenderer, frame_mask, frame_thresholds, parse_background, preview_shape,
                      render_stroke_maps)
 from .stroke_log import StrokeLog, current_versions
@@ -506,8 +506,9 @@ def _default_layer(generator: Generator) -> int:
 
 
 def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device) -> None:
-    """Validate the pipeline's own settings, then the op's by a call on a (C, 1, 1) zero activation
-    (so the messages are the op's own and nothing is checked twice)."""
+    """Validate the pipeline's own settings, then the ops' by calls on a (C, 1, 1) zero activation
+    (so the messages are the ops' own and nothing is checked twice). A flush run has its stroke
+    settings checked too: they are logged, and a bad value is an error in either mode."""
     if settings.mode not in MODES:
         raise PaintingError(f"mode must be one of {MODES}, got {settings.mode!r}")
     if settings.order not in POLICIES:
@@ -521,27 +522,32 @@ def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PaintingError(f"{name} must be an int >= 1, got {value!r}")
     probe = torch.zeros((layer.channels, 1, 1), device=device)
-    if settings.mode == "flush":
-        channel_flush(probe, settings.tau, backend=settings.backend)
-    else:
-        channel_stroke(probe, settings.tau, **settings.stroke_options())
+    channel_flush(probe, settings.tau, backend=settings.backend)
+    channel_stroke(probe, settings.tau, **settings.stroke_options())
 
 
 def _check_memory(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
                   settings: PaintSettings, verbose: bool) -> MemoryEstimate:
-    full = tuple(inputs.shape[-2:]) if generator.input_kind == "image" else None
-    preview_ratio = 1.0
-    if full is not None:
-        preview = preview_shape(full, settings.preview_size)
-        preview_ratio = (preview[0] * preview[1]) / (full[0] * full[1])
     frames_at_once = min(settings.frame_batch, settings.frames or settings.frame_batch)
-    estimate = estimate_memory(generator, inputs, context, layer, preview_ratio, frames_at_once)
+    # with every=k the number of frames is known after the strokes: _check_kept_frames then
+    estimate = estimate_memory(generator, inputs, context, layer, settings.preview_size, frames_at_once,
+                               kept_frames=settings.frames or 0)
     if verbose:
         print(estimate.describe())
     if not estimate.fits:
-        raise PaintingError(f"this painting does not fit: {estimate.describe()}; use a smaller image, a "
-                            f"smaller preview size or frame batch, or a device with more memory")
+        raise PaintingError(f"this painting does not fit: {estimate.describe()}; use a smaller image, fewer "
+                            f"frames, a smaller preview size or frame batch, or a device with more memory")
     return estimate
+
+
+def _check_kept_frames(frames: int, preview: tuple[int, int], settings: PaintSettings) -> None:
+    """PaintingError when the result's frames and stroke maps cannot fit in host memory."""
+    needed, available = kept_frames_bytes(frames, preview), available_memory("cpu")
+    if available is not None and needed > available:
+        asked = f"every={settings.every}" if settings.every else f"frames={settings.frames}"
+        raise PaintingError(f"{frames} frames ({asked}) and their stroke maps at {preview[0]}x{preview[1]} need "
+                            f"{needed / 1024 ** 3:.2f} GiB, more than the {available / 1024 ** 3:.2f} GiB available; "
+                            f"ask for fewer frames or a smaller preview size")
 
 
 @torch.no_grad()
@@ -877,6 +883,7 @@ def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, pa
                               background=tuple(settings.background), image_size=tuple(content_image.shape[-2:]))
     image = renderer.render_full(painted, order >= 0).cpu()
     log.frame_strokes = frame_thresholds(log.num_strokes, settings.frames, settings.every)
+    _check_kept_frames(len(log.frame_strokes), preview_shape(image.shape[-2:], settings.preview_size), settings)
     with contextlib.closing(feedback.bar(len(log.frame_strokes), "frames")) as progress:
         frames = renderer.render_frames(painted, order, log.frame_strokes, settings.preview_size,
                                         settings.frame_batch, progress=progress.update)

@@ -177,7 +177,7 @@ class CanvasRenderer:
         grid = tuple(order.shape[-2:])
         shrink = self.generator.decodes_any_size and scale < 1.0
         small_grid = _shrunk_grid(grid, scale, self.image_size) if shrink else grid
-        canvases = []
+        frames = torch.empty((len(thresholds), 3, *target))  # filled batch by batch: no second copy
         for start in range(0, len(thresholds), batch_size):
             activations, counts = [], []
             for strokes_done in thresholds[start:start + batch_size]:
@@ -189,10 +189,10 @@ class CanvasRenderer:
                 activations.append(activation)
                 counts.append(count[0])
             canvas = self.composite(torch.stack(activations), torch.stack(counts))
-            canvases.append(_fit(canvas, target, _cell(small_grid, canvas.shape[-2:])).cpu())
+            frames[start:start + len(activations)] = _fit(canvas, target, _cell(small_grid, canvas.shape[-2:]))
             if progress is not None:
                 progress(len(activations))
-        return torch.cat(canvases)
+        return frames
 
 
 def _shrunk_grid(grid: tuple[int, int], scale: float, image_size: Sequence[int]) -> tuple[int, int]:
@@ -216,12 +216,12 @@ def render_stroke_maps(order: torch.Tensor, thresholds: Sequence[int], tau: int,
     """
     palette = channel_palette(order.shape[0]).to(order.device)
     paper = torch.tensor(background, dtype=torch.float32, device=order.device).view(3, 1, 1)
-    maps = []
-    for strokes_done in thresholds:
+    maps = torch.empty((len(thresholds), 3, *size))  # filled frame by frame: no full-size stack on the device
+    for index, strokes_done in enumerate(thresholds):
         on = frame_mask(order, strokes_done)
         latest, channel = torch.where(on, order, -1).max(dim=0)
         colour = palette[channel].permute(2, 0, 1)
         alpha = stroke_opacity(on.sum(0), tau) * (latest >= 0)
-        maps.append(torch.lerp(paper.expand_as(colour), colour, alpha.unsqueeze(0)))
-    stacked = torch.stack(maps) if maps else torch.zeros((0, 3) + tuple(order.shape[-2:]))
-    return F.interpolate(stacked, size=size, mode="nearest").cpu()
+        stroke_map = torch.lerp(paper.expand_as(colour), colour, alpha.unsqueeze(0))
+        maps[index] = F.interpolate(stroke_map.unsqueeze(0), size=size, mode="nearest")[0]
+    return maps
