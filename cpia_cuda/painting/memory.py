@@ -1,6 +1,6 @@
 """How much memory a painting needs, and whether the device has it.
 
-The estimate has three parts:
+The estimate has four parts:
 
 * the painting state at the operating layer, ``PER_ELEMENT_BYTES`` per element of C*h*w: the step
   activation and the painted activation (float32 each), the global and per-step stroke order (int32
