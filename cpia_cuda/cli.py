@@ -56,6 +56,15 @@ def _planner_option(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _optional_real(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
+
+
 def _labels(text: str) -> list[str]:
     labels = [label.strip() for label in text.split(",")]
     if not all(labels):
@@ -75,9 +84,9 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     stroke.add_argument("--p", type=int, default=1, help="stroke penetration, channels per stroke (default 1)")
     stroke.add_argument("--channel-cost", type=float, default=0.5, help="g in [0, 1] (default 0.5)")
     stroke.add_argument("--sigma", type=float, default=4.0, help="movement-cost width (default 4)")
-    stroke.add_argument("--min-response", type=float, default=0.1,
-                        help="stop a region below this fraction of its largest response (default 0.1; "
-                             "0 still stops at negative responses)")
+    stroke.add_argument("--min-response", type=_optional_real, default=0.1,
+                        help="stop a region below this fraction of its largest response (default 0.1; 0 still "
+                             "stops at negative responses, none never stops on the response)")
     stroke.add_argument("--max-strokes", type=int, help="stop a region after this many strokes")
     stroke.add_argument("--max-coverage", type=float, help="stop a region at this covered fraction")
     stroke.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "reference"),

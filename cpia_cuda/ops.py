@@ -342,7 +342,7 @@ def channel_flush(
 
 
 def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, channel_cost: float, sigma: float,
-                    min_response: float, max_strokes: Optional[int], max_coverage: Optional[float],
+                    min_response: Optional[float], max_strokes: Optional[int], max_coverage: Optional[float],
                     allowed: Optional[torch.Tensor], init_mask: Optional[torch.Tensor]) -> tuple:
     """Checks the arguments of :func:`channel_stroke` and returns those of the op ``cpia::channel_stroke``
     (and of ``channel_stroke_reference``): ``(Y, allowed, init_mask, brush, distance_weights, tau, m, p,
@@ -358,7 +358,8 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
         raise ValueError(f"m must be at least the smallest float32 (1.4e-45), got {_real_text(m)}")
     channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)
     sigma = _check_real("sigma", sigma, 0.0, math.inf, low_open=True)
-    min_response = _check_real("min_response", min_response, 0.0, 1.0)
+    if min_response is not None:
+        min_response = _check_real("min_response", min_response, 0.0, 1.0)
     if max_strokes is not None:
         max_strokes = _check_int("max_strokes", max_strokes, 0)
         if max_strokes > INT64_MAX:
@@ -402,7 +403,7 @@ def channel_stroke(
     p: int = 1,
     channel_cost: float = 0.5,
     sigma: float = 4.0,
-    min_response: float = 0.1,
+    min_response: Optional[float] = 0.1,
     max_strokes: Optional[int] = None,
     max_coverage: Optional[float] = None,
     allowed: Optional[torch.Tensor] = None,
@@ -421,7 +422,9 @@ def channel_stroke(
 
     The loop stops, checked in this order before each stroke: ``max_strokes`` strokes made;
     ``max_coverage`` of the allowed locations have a channel on; no candidate left ("exhausted");
-    the picked response is below ``min_response`` times the largest response at allowed locations.
+    the picked response is below ``min_response`` times the largest response at allowed locations
+    (with ``min_response=None`` the loop never stops on the response: negative responses are
+    painted too).
 
     Args:
         Y: float activation (C, H, W) or (N, C, H, W).
@@ -430,7 +433,7 @@ def channel_stroke(
         m: sensitivity, 0 < m <= 1.
         p: penetration (channels per stroke), 1 <= p <= tau.
         channel_cost: g, 0 <= g <= 1; sigma: movement-cost width, > 0.
-        min_response: stop ratio, 0 <= min_response <= 1.
+        min_response: stop ratio, 0 <= min_response <= 1; None: no response stop.
         max_strokes: stop after this many strokes (>= 0), per image; None: no limit.
         max_coverage: stop when this fraction (0 < f <= 1) of allowed locations is covered; None: no limit.
         allowed: bool (H, W) or (N, H, W) locations where strokes may switch elements on.

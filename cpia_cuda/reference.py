@@ -44,8 +44,8 @@ def _stroke_one_image(Y, allowed, init_mask, order, offsets, weights, tau, m, p,
     allowed_count = int(allowed.sum())
     covered = int((allowed & (channels_on > 0)).sum())
     m32 = torch.tensor(m, dtype=torch.float32, device=Y.device)
-    threshold = None
-    if allowed_count:
+    threshold = None  # no response stop (min_response None), or nothing allowed to stop on
+    if allowed_count and min_response is not None:
         threshold = torch.tensor(min_response, dtype=torch.float32, device=Y.device) * Y[:, allowed].max()
     rows = torch.arange(H, device=Y.device).view(H, 1)
     cols = torch.arange(W, device=Y.device).view(1, W)
@@ -67,7 +67,7 @@ def _stroke_one_image(Y, allowed, init_mask, order, offsets, weights, tau, m, p,
             score[cc] = Y[cc] * weights[d2.clamp(max=weights.numel() - 1)]
         flat = int(torch.argmax(torch.where(candidates, score, minus_inf).flatten()))  # first max wins
         c, h, w = flat // (H * W), (flat // W) % H, flat % W
-        if bool(Y[c, h, w] < threshold):
+        if threshold is not None and bool(Y[c, h, w] < threshold):
             return strokes, "min_response"
 
         stroke_index = len(strokes)
@@ -111,7 +111,7 @@ def channel_stroke_reference(
     tau: int,
     m: float,
     p: int,
-    min_response: float,
+    min_response: float | None,
     max_strokes: int | None,
     max_coverage: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

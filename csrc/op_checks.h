@@ -64,7 +64,7 @@ inline void check_finite(const at::Tensor& y) {
 inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& allowed,
                                       const c10::optional<at::Tensor>& init_mask,
                                       const at::Tensor& brush, const at::Tensor& distance_weights, int64_t tau,
-                                      double m, int64_t p, double min_response,
+                                      double m, int64_t p, const c10::optional<double>& min_response,
                                       const c10::optional<int64_t>& max_strokes,
                                       const c10::optional<double>& max_coverage) {
   check_channel_flush_args(y, allowed, tau);
@@ -88,8 +88,8 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
   TORCH_CHECK(m > 0.0 && m <= 1.0, "m must be in (0, 1], got ", real_text(m));
   TORCH_CHECK(static_cast<float>(m) > 0.0f, "m must be at least the smallest float32 (1.4e-45), got ", real_text(m));
   TORCH_CHECK(p >= 1 && p <= tau, "p must be in [1, tau] = [1, ", tau, "], got ", p);
-  TORCH_CHECK(min_response >= 0.0 && min_response <= 1.0, "min_response must be in [0, 1], got ",
-              real_text(min_response));
+  TORCH_CHECK(!min_response.has_value() || (*min_response >= 0.0 && *min_response <= 1.0),
+              "min_response must be in [0, 1], got ", real_text(min_response.value_or(0.0)));
   TORCH_CHECK(!max_strokes.has_value() || *max_strokes >= 0, "max_strokes must be >= 0, got ",
               max_strokes.value_or(0));
   TORCH_CHECK(!max_coverage.has_value() || (*max_coverage > 0.0 && *max_coverage <= 1.0),

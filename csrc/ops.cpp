@@ -37,6 +37,6 @@ TORCH_LIBRARY(cpia, m) {
   m.def("channel_flush(Tensor Y, Tensor allowed, int tau) -> Tensor");
   m.def(
       "channel_stroke(Tensor Y, Tensor allowed, Tensor? init_mask, Tensor brush, Tensor distance_weights, int tau, "
-      "float m, int p, float min_response, int? max_strokes, float? max_coverage) "
+      "float m, int p, float? min_response, int? max_strokes, float? max_coverage) "
       "-> (Tensor order, Tensor strokes, Tensor stroke_counts, Tensor stop_reasons, Tensor channel_counts)");
 }

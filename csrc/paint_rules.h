@@ -139,7 +139,12 @@ CPIA_HOST_DEVICE bool is_candidate(bool allowed, bool on, int32_t channels_on, i
 }
 
 // Stop rule "min_response": the picked element's own response below float32(min_response) * Ymax.
-CPIA_HOST_DEVICE float response_threshold(float min_response, float y_max) { return mul_rn(min_response, y_max); }
+// The op's min_response None reaches the kernels as kNoMinResponse: a threshold of -inf, which no
+// finite response is below.
+constexpr float kNoMinResponse = -1.0f;
+CPIA_HOST_DEVICE float response_threshold(float min_response, float y_max) {
+  return min_response < 0.0f ? bits_float(0xff800000u) : mul_rn(min_response, y_max);
+}
 
 CPIA_HOST_DEVICE bool below_min_response(float y, float threshold) { return y < threshold; }
 

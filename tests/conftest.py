@@ -77,7 +77,7 @@ def random_stroke_case(seed):
     tau = pick(1, C)
     kwargs = dict(
         brush=pick(0, 2), m=[0.5, 0.8, 1.0][seed % 3], p=pick(1, tau), channel_cost=[0.0, 0.5, 1.0][seed % 3],
-        sigma=[0.7, 2.0, 4.0][(seed // 3) % 3], min_response=[0.0, 0.1, 0.5][(seed // 2) % 3],
+        sigma=[0.7, 2.0, 4.0][(seed // 3) % 3], min_response=[0.0, 0.1, 0.5, None][(seed // 2) % 4],
     )
     if seed % 5 == 0:
         kwargs["brush"] = torch.rand(3, 5, generator=g) > 0.4

@@ -32,6 +32,14 @@ def backend(request):
     return request.param
 
 
+def test_min_response_none_paints_negative_responses_too(backend):
+    Y = torch.tensor([[[2.0, -1.0, 0.5, -3.0]]])
+    stopped = run(Y, 1, backend, brush=0, channel_cost=0.0, min_response=0.0)
+    assert strokes_list(stopped) == [[0, 0, 0, 1, 1], [0, 0, 2, 1, 1]] and stopped.stop_reason == "min_response"
+    painted = run(Y, 1, backend, brush=0, channel_cost=0.0, min_response=None)
+    assert strokes_list(painted)[2:] == [[0, 0, 1, 1, 1], [0, 0, 3, 1, 1]] and painted.stop_reason == "exhausted"
+
+
 def test_ties_go_to_smallest_flat_index_and_tau_saturates(backend):
     Y = torch.ones(2, 2, 2)
     r = run(Y, 1, backend, brush=0, channel_cost=0.0, min_response=0.0)

@@ -130,6 +130,7 @@ def test_labels_are_comma_separated_and_repeatable_and_leave_the_image_alone():
                                       "--first-labels", "sports ball", "photo.jpg"])
     assert args.image == "photo.jpg" and args.last_labels == ["person", "dog", "cat"]
     assert args.first_labels == ["sports ball"]
+    assert build_parser().parse_args(["paint", "--min-response", "none", "photo.jpg"]).min_response is None
 
 
 @pytest.mark.parametrize("arguments, message", [

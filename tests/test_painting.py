@@ -74,6 +74,16 @@ def test_tau_equal_to_channels_without_stopping_gives_the_plain_output(image, ge
     torch.testing.assert_close(result.image, plain, atol=1e-5, rtol=0)
 
 
+def test_tau_equal_to_channels_without_a_response_stop_gives_the_plain_output_at_a_residual_layer(image, generator):
+    # res.2 has negative responses: min_response = 0 would stop at the first of them, None never stops
+    context = generator.make_context(style=3)
+    plain = generator.forward(image[None], context)[0, :, :SIZE, :SIZE]
+    result = paint(image, generator=generator, condition={"style": 3}, layer=LAYER, tau=32, min_response=None,
+                   planner=None, step_fill="none", frames=2)
+    assert bool(result.log.order.ge(0).all()) and result.stop_reasons == ["exhausted"]
+    torch.testing.assert_close(result.image, plain, atol=1e-5, rtol=0)
+
+
 def test_partial_painting_is_not_the_plain_output(image, generator):
     context = generator.make_context(style=3)
     plain = generator.forward(image[None], context)[0, :, :SIZE, :SIZE]

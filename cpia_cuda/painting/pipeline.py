@@ -89,7 +89,7 @@ class PaintSettings:
     p: int = 1
     channel_cost: float = 0.5
     sigma: float = 4.0
-    min_response: float = 0.1
+    min_response: float | None = 0.1
     max_strokes: int | None = None
     max_coverage: float | None = None
     planner: str | None = "segments"
@@ -227,7 +227,7 @@ def paint(
     p: int = 1,
     channel_cost: float = 0.5,
     sigma: float = 4.0,
-    min_response: float = 0.1,
+    min_response: float | None = 0.1,
     max_strokes: int | None = None,
     max_coverage: float | None = None,
     planner: str | Planner | None = "segments",

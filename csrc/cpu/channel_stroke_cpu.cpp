@@ -476,8 +476,8 @@ class StrokePainter {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cpu(
     const at::Tensor& y, const at::Tensor& allowed, const c10::optional<at::Tensor>& init_mask, const at::Tensor& brush,
-    const at::Tensor& distance_weights, int64_t tau, double m, int64_t p, double min_response,
-    c10::optional<int64_t> max_strokes, c10::optional<double> max_coverage) {
+    const at::Tensor& distance_weights, int64_t tau, double m, int64_t p,
+    c10::optional<double> min_response, c10::optional<int64_t> max_strokes, c10::optional<double> max_coverage) {
   check_channel_stroke_args(y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes,
                             max_coverage);
   const at::Tensor y_c = y.contiguous();
@@ -501,7 +501,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   const StrokeParams params{static_cast<int32_t>(tau),
                             static_cast<float>(m),
                             p,
-                            static_cast<float>(min_response),
+                            min_response.has_value() ? static_cast<float>(*min_response) : kNoMinResponse,
                             max_strokes.value_or(-1),
                             max_coverage.value_or(-1.0),
                             weights_c.data_ptr<float>(),

@@ -427,8 +427,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_stroke_cuda(
     const at::Tensor& y, const at::Tensor& allowed, const c10::optional<at::Tensor>& init_mask, const at::Tensor& brush,
-    const at::Tensor& distance_weights, int64_t tau, double m, int64_t p, double min_response,
-    c10::optional<int64_t> max_strokes, c10::optional<double> max_coverage) {
+    const at::Tensor& distance_weights, int64_t tau, double m, int64_t p,
+    c10::optional<double> min_response, c10::optional<int64_t> max_strokes, c10::optional<double> max_coverage) {
   check_channel_stroke_args(y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes,
                             max_coverage);
   const c10::cuda::CUDAGuard device_guard(y.device());
@@ -512,7 +512,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   args.tau = static_cast<int32_t>(tau);
   args.m = static_cast<float>(m);
   args.p = static_cast<int32_t>(p);
-  args.min_response = static_cast<float>(min_response);
+  args.min_response = min_response.has_value() ? static_cast<float>(*min_response) : kNoMinResponse;
   args.max_strokes = max_strokes.value_or(-1);
   args.max_coverage = max_coverage.value_or(-1.0);
 
