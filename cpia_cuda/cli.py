@@ -295,13 +295,13 @@ def _report(result, written: Sequence[Path], seconds: float) -> None:
     print(f"time: {seconds:.1f} s")
 
 
-def _check_output(output: str, overwrite: bool) -> None:
+def _check_output(output: str, overwrite: bool, gan: bool) -> None:
     """Fail before the painting, not after it: a folder that cannot take the outputs, or holds some."""
-    from .painting.outputs import check_output_folder, refuse_existing_outputs
+    from .painting.outputs import check_output_folder, painting_output_names, refuse_existing_outputs
 
     if not output:
         raise ValueError("-o/--output: expected a folder, got an empty path (use . for the current folder)")
-    check_output_folder(output)
+    check_output_folder(output, painting_output_names(gan))
     if not overwrite:
         refuse_existing_outputs(output)
 
@@ -311,7 +311,7 @@ def _paint_and_write(content: torch.Tensor, generator, condition: dict[str, Any]
     from .painting import paint, write_outputs
 
     started = time.perf_counter()
-    _check_output(output, overwrite)
+    _check_output(output, overwrite, gan=generator.input_kind != "image")
     result = paint(content, generator=generator, condition=condition, weights=weights, verbose=True, **options)
     written = write_outputs(result, output, overwrite=overwrite)
     _report(result, written, time.perf_counter() - started)
@@ -339,7 +339,7 @@ def command_generate(args: argparse.Namespace) -> int:
     from .generators import load_generator
 
     generator = load_generator(args.gan, weights=args.weights, device=resolve_device(args.device))
-    condition: dict[str, Any] = ({"class_index": int(args.keyword)} if args.keyword.isdigit()
+    condition: dict[str, Any] = ({"class_index": int(args.keyword)} if args.keyword.isascii() and args.keyword.isdecimal()
                                  else {"keyword": args.keyword})
     sample_options: dict[str, Any] = {}
     if args.truncation is not None:
@@ -388,8 +388,8 @@ def command_replay(args: argparse.Namespace) -> int:
     from .painting import load_stroke_log, replay, write_outputs
 
     started = time.perf_counter()
-    _check_output(args.output, args.overwrite)
     log = load_stroke_log(args.log)
+    _check_output(args.output, args.overwrite, gan=log.content.dim() != 3)
     result = replay(log, weights=args.weights, device=resolve_device(args.device), verbose=True)
     written = write_outputs(result, args.output, overwrite=args.overwrite)
     _report(result, written, time.perf_counter() - started)

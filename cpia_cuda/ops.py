@@ -64,7 +64,9 @@ class StrokeResult:
 # argument checks: the same words as csrc/op_checks.h
 
 
-def _check_activation(Y: torch.Tensor) -> torch.Tensor:
+def _check_activation(Y: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
+    """``Y`` as float32, checked. ``check_finite=False`` leaves the finiteness of a float32 ``Y`` to
+    the fused stroke op, which checks it itself (one pass over Y, not two)."""
     if not isinstance(Y, torch.Tensor):
         raise TypeError(f"Y must be a torch.Tensor, got {type(Y).__name__}")
     if Y.dim() not in (3, 4):
@@ -75,12 +77,17 @@ def _check_activation(Y: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"Y must be a dense tensor, got the layout {Y.layout}")
     if Y.is_meta:
         raise ValueError("Y must hold values (the results depend on them), got a meta tensor")
+    Y32 = Y.to(torch.float32)
+    if check_finite or Y32 is not Y:  # a conversion's overflow is told apart from NaN/Inf given
+        _require_finite(Y)
+        if Y32 is not Y and not _all_finite(Y32):
+            raise ValueError(f"Y must fit in float32 (|Y| <= 3.4e38), got {Y.dtype} values beyond it")
+    return Y32
+
+
+def _require_finite(Y: torch.Tensor) -> None:
     if not _all_finite(Y):
         raise ValueError("Y must be finite, got NaN or Inf values")
-    Y32 = Y.to(torch.float32)
-    if Y32 is not Y and not _all_finite(Y32):
-        raise ValueError(f"Y must fit in float32 (|Y| <= 3.4e38), got {Y.dtype} values beyond it")
-    return Y32
 
 
 def _all_finite(Y: torch.Tensor) -> bool:
@@ -170,7 +177,7 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
     reach_h, reach_w = (max(image_size[0] - 1, 0), max(image_size[1] - 1, 0)) if image_size else (None, None)
     if isinstance(brush, torch.Tensor):
         if brush.dtype != torch.bool:
-            raise TypeError(f"brush must be an int or a bool tensor, got a {brush.dtype} tensor")
+            raise TypeError(f"brush must be an int z >= 0 or a bool (kh, kw) tensor, got a {brush.dtype} tensor")
         if brush.dim() != 2 or brush.shape[0] % 2 == 0 or brush.shape[1] % 2 == 0:
             raise ValueError(f"brush must be a 2-D tensor with odd sides, got shape {tuple(brush.shape)}")
         centre_h, centre_w = brush.shape[0] // 2, brush.shape[1] // 2
@@ -343,11 +350,12 @@ def channel_flush(
 
 def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, channel_cost: float, sigma: float,
                     min_response: Optional[float], max_strokes: Optional[int], max_coverage: Optional[float],
-                    allowed: Optional[torch.Tensor], init_mask: Optional[torch.Tensor]) -> tuple:
+                    allowed: Optional[torch.Tensor], init_mask: Optional[torch.Tensor],
+                    check_finite: bool = True) -> tuple:
     """Checks the arguments of :func:`channel_stroke` and returns those of the op ``cpia::channel_stroke``
     (and of ``channel_stroke_reference``): ``(Y, allowed, init_mask, brush, distance_weights, tau, m, p,
     min_response, max_strokes, max_coverage)`` with Y (N, C, H, W) float32, allowed (N, H, W)."""
-    Y = _check_activation(Y)
+    Y = _check_activation(Y, check_finite)
     batched = Y.dim() == 4
     Y4 = Y if batched else Y.unsqueeze(0)
     N, C, H, W = Y4.shape
@@ -355,7 +363,7 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
     p = _check_int("p", p, 1, tau, "tau")
     m = _check_real("m", m, 0.0, 1.0, low_open=True)
     if np.float32(m) == 0:  # the kernels compare against float32(m) * Y
-        raise ValueError(f"m must be at least the smallest float32 (1.4e-45), got {_real_text(m)}")
+        raise ValueError(f"m must not round to 0 in float32, got {_real_text(m)}")
     channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)
     sigma = _check_real("sigma", sigma, 0.0, math.inf, low_open=True)
     if min_response is not None:
@@ -448,8 +456,10 @@ def channel_stroke(
         value that came.
     """
     args = _stroke_op_args(Y, tau, brush, m, p, channel_cost, sigma, min_response, max_strokes, max_coverage, allowed,
-                           init_mask)
+                           init_mask, check_finite=False)
     backend = _resolve_backend(backend, args[0])
+    if backend == "reference":  # the fused op checks that Y is finite itself
+        _require_finite(args[0])
     stroke_op = channel_stroke_reference if backend == "reference" else torch.ops.cpia.channel_stroke
     return _stroke_result(args, stroke_op(*args), batched=Y.dim() == 4)
 

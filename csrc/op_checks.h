@@ -54,11 +54,12 @@ inline void check_channel_flush_args(const at::Tensor& y, const at::Tensor& allo
 
 // NaN or Inf would break the kernels' argmax (no element equals a NaN maximum). A sum is finite
 // unless an element is NaN/Inf (or the sum overflows): one cheap pass, the exact check only when it
-// is not conclusive. The stroke op waits for its stroke counts on the host anyway.
+// is not conclusive. The stroke op waits for its stroke counts on the host anyway. A ValueError in
+// Python, as the wrapper's own check (which leaves float32 inputs to this one).
 inline void check_finite(const at::Tensor& y) {
   if (y.numel() == 0) return;
   const bool finite = std::isfinite(y.sum().item<double>()) || at::isfinite(y).all().item<bool>();
-  TORCH_CHECK(finite, "Y must be finite, got NaN or Inf values");
+  TORCH_CHECK_VALUE(finite, "Y must be finite, got NaN or Inf values");
 }
 
 inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& allowed,
@@ -86,7 +87,7 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
               "distance_weights must be a non-empty 1-D tensor, got shape ", distance_weights.sizes());
   check_same_device(y, distance_weights, "distance_weights");
   TORCH_CHECK(m > 0.0 && m <= 1.0, "m must be in (0, 1], got ", real_text(m));
-  TORCH_CHECK(static_cast<float>(m) > 0.0f, "m must be at least the smallest float32 (1.4e-45), got ", real_text(m));
+  TORCH_CHECK(static_cast<float>(m) > 0.0f, "m must not round to 0 in float32, got ", real_text(m));
   TORCH_CHECK(p >= 1 && p <= tau, "p must be in [1, tau] = [1, ", tau, "], got ", p);
   TORCH_CHECK(!min_response.has_value() || (*min_response >= 0.0 && *min_response <= 1.0),
               "min_response must be in [0, 1], got ", real_text(min_response.value_or(0.0)));

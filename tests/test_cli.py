@@ -152,6 +152,12 @@ def test_a_folder_in_the_way_of_an_output_is_refused_before_painting_even_with_o
     assert "memory estimate" not in captured.out
 
 
+def test_a_folder_named_like_a_file_this_run_does_not_write_is_left_alone(image_file, tmp_path, capsys):
+    (tmp_path / "out" / "generated.png").mkdir(parents=True)  # a GAN's output name; a photo has none
+    assert main(["paint", str(image_file), *FAST, "--overwrite", "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "generated.png").is_dir() and (tmp_path / "out" / "painting.png").is_file()
+
+
 @pytest.mark.parametrize("output", ["a_file", "a_file/inside"])
 def test_an_output_path_through_a_file_is_refused_before_painting(output, image_file, tmp_path, capsys):
     (tmp_path / "a_file").write_text("mine")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cpia_cuda import channel_flush, channel_stroke, distance_weights, make_brush
+from cpia_cuda import _ops, channel_flush, channel_stroke, distance_weights, make_brush
 from conftest import DEVICES
 
 Y = torch.rand(3, 4, 5)
@@ -19,7 +19,7 @@ Y = torch.rand(3, 4, 5)
         ({"m": 0.0}, ValueError, r"m must be in \(0, 1\], got 0"),
         ({"m": 1.5}, ValueError, r"m must be in \(0, 1\], got 1.5"),
         ({"m": 1 + 1e-9}, ValueError, r"m must be in \(0, 1\], got 1.000000001"),  # not rounded to the bound
-        ({"m": 1e-50}, ValueError, r"m must be at least the smallest float32 \(1.4e-45\), got 1e-50"),
+        ({"m": 1e-50}, ValueError, "m must not round to 0 in float32, got 1e-50"),
         ({"channel_cost": -0.1}, ValueError, r"channel_cost must be in \[0, 1\], got -0.1"),
         ({"sigma": 0.0}, ValueError, r"sigma must be in \(0, inf\), got 0"),
         ({"sigma": float("inf")}, ValueError, r"sigma must be in \(0, inf\), got inf"),
@@ -31,7 +31,7 @@ Y = torch.rand(3, 4, 5)
         ({"max_coverage": 0.0}, ValueError, r"max_coverage must be in \(0, 1\], got 0"),
         ({"brush": -1}, ValueError, "brush must be >= 0, got -1"),
         ({"brush": torch.ones(2, 3, dtype=torch.bool)}, ValueError, r"brush must be a 2-D tensor with odd sides, got shape \(2, 3\)"),
-        ({"brush": torch.ones(3, 3)}, TypeError, "brush must be an int or a bool tensor, got a torch.float32 tensor"),
+        ({"brush": torch.ones(3, 3)}, TypeError, r"brush must be an int z >= 0 or a bool \(kh, kw\) tensor, got a torch.float32 tensor"),
         ({"brush": 1.0}, TypeError, r"brush must be an int z >= 0 or a bool \(kh, kw\) tensor, got float"),
         ({"brush": torch.tensor([[True, False, True]])}, ValueError, "brush centre must be True"),
         ({"allowed": torch.ones(4, 4, dtype=torch.bool)}, ValueError, r"allowed must have shape \(4, 5\), got \(4, 4\)"),
@@ -108,6 +108,10 @@ def test_op_level_checks_use_the_same_words():
         torch.ops.cpia.channel_stroke(*args[:7], 3, *args[8:])
     with pytest.raises(RuntimeError, match=r"min_response must be in \[0, 1\], got 2"):
         torch.ops.cpia.channel_stroke(*args[:8], 2.0, *args[9:])
+    with pytest.raises(RuntimeError, match=r"min_response must be in \[0, 1\], got -1"):  # not the kernels' None
+        torch.ops.cpia.channel_stroke(*args[:8], -1.0, *args[9:])
+    no_response_stop = torch.ops.cpia.channel_stroke(*args[:8], None, *args[9:])
+    assert _ops.STOP_REASONS[int(no_response_stop[3][0])] == "exhausted"
     with pytest.raises(RuntimeError, match="max_strokes must be >= 0, got -1"):
         torch.ops.cpia.channel_stroke(*args[:9], -1, None)
     with pytest.raises(RuntimeError, match=r"max_coverage must be in \(0, 1\], got 0"):
@@ -124,7 +128,7 @@ def test_op_level_checks_use_the_same_words():
         make_brush(23170)
     with pytest.raises(RuntimeError, match=r"m must be in \(0, 1\], got 1.000000001"):
         torch.ops.cpia.channel_stroke(*args[:6], 1 + 1e-9, *args[7:])
-    with pytest.raises(RuntimeError, match=r"m must be at least the smallest float32 \(1.4e-45\), got 1e-50"):
+    with pytest.raises(RuntimeError, match="m must not round to 0 in float32, got 1e-50"):
         torch.ops.cpia.channel_stroke(*args[:6], 1e-50, *args[7:])
     for bad_table, entry in ((torch.tensor([1.0, 0.5, 0.7]), "2 = 0.7"), (torch.tensor([2.0]), "0 = 2"),
                              (torch.tensor([1.0, float("nan")]), "1 = nan")):
@@ -133,7 +137,7 @@ def test_op_level_checks_use_the_same_words():
             torch.ops.cpia.channel_stroke(*args[:4], bad_table, *args[5:])
     not_finite = Y4.clone()
     not_finite[0, 1, 2, 3] = float("nan")
-    with pytest.raises(RuntimeError, match="Y must be finite, got NaN or Inf values"):  # the kernel would crash
+    with pytest.raises(ValueError, match="Y must be finite, got NaN or Inf values"):  # the kernel would crash
         torch.ops.cpia.channel_stroke(not_finite, *args[1:])
     no_channels = [torch.rand(1, 0, 4, 5), allowed, None, *args[3:]]
     with pytest.raises(RuntimeError, match="tau must be >= 1, got -5"):
@@ -194,8 +198,6 @@ def test_huge_finite_values_are_accepted():
 
 def test_cpu_kernels_are_built_with_intra_op_threads():
     """Without OpenMP at build time, at::parallel_for in the kernels silently runs on one thread."""
-    from cpia_cuda import _ops
-
     assert _ops._C.intra_op_parallel()
 
 

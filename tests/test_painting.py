@@ -252,9 +252,10 @@ def test_a_write_that_fails_part_way_leaves_the_folder_as_it_was(image, generato
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(outputs_module, "coverage_json", disk_full)  # the last file written
+    (tmp_path / "fresh").mkdir()
     with pytest.raises(OSError, match="No space left"):
-        write_outputs(result, tmp_path / "fresh" / "nested")
-    assert os.listdir(tmp_path / "fresh") == []  # the folder it created is gone, its parent stays
+        write_outputs(result, tmp_path / "fresh" / "new" / "nested")
+    assert os.listdir(tmp_path / "fresh") == []  # the folders the write created are gone, the one it found stays
     with pytest.raises(OSError, match="No space left"):
         write_outputs(_paint(image, generator, frames=3), kept, overwrite=True)
     assert {name: (kept / name).read_bytes() for name in os.listdir(kept)} == before
@@ -400,10 +401,10 @@ def test_a_hooked_generator_paints_an_image_larger_than_the_preview():
 
     torch.manual_seed(4)
     hooked = HookedGenerator(TinyPainter(), ["stem"], channels=[6])
-    big = torch.rand(3, 48, 64)
+    big = torch.rand(3, 144, 192)  # larger than the memory estimate's 128 px probe
     result = paint(big, generator=hooked, layer="stem", tau=2, max_strokes=30, planner=None, frames=3,
                    preview_size=32)
-    assert result.frames.shape == (3, 3, 24, 32) and result.image.shape == (3, 48, 64)
+    assert result.frames.shape == (3, 3, 24, 32) and result.image.shape == (3, 144, 192)
     assert result.memory.frame_batch > 0
 
 

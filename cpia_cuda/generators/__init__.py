@@ -25,7 +25,8 @@ from .base import Generator, GeneratorError, Layer
 
 DEFAULT_GENERATOR = "multistyle26"
 
-# name -> (module, loader, whether the loader needs a weights path)
+# name -> (module, loader, whether the loader needs a weights path: the module then says where to get
+# them, where_to_get_weights())
 _REGISTRY: dict[str, tuple[str, str, bool]] = {
     "multistyle26": ("multistyle26", "load_multistyle26", False),
     "arbitrary": ("arbitrary", "load_arbitrary", False),
@@ -40,23 +41,23 @@ def generator_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def _loader(name: str) -> Callable:
+def _module(name: str):
     if name not in _REGISTRY:
         raise GeneratorError(f"unknown generator {name!r}; expected one of {', '.join(_REGISTRY)}")
-    module, function, _ = _REGISTRY[name]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    return importlib.import_module(f"{__name__}.{_REGISTRY[name][0]}")
 
 
 def load_generator(name: str = DEFAULT_GENERATOR, weights: str | None = None,
                    device: torch.device | str | None = None) -> Generator:
     """Build the generator registered as ``name``, in eval mode with frozen weights, on ``device``."""
-    load = _loader(name)
+    module = _module(name)
+    load: Callable = getattr(module, _REGISTRY[name][1])
     if device is not None and (problem := device_problem(device, needs_kernels=False)) is not None:
         raise GeneratorError(f"device{problem}")
     needs_weights = _REGISTRY[name][2]
     if needs_weights and weights is None:
-        hint = importlib.import_module(f"{__name__}.{_REGISTRY[name][0]}").where_to_get_weights()
-        raise GeneratorError(f"generator {name!r} needs weights (weights=PATH; --weights on the command line): {hint}")
+        raise GeneratorError(f"generator {name!r} needs weights (weights=PATH; --weights on the command line): "
+                             f"{module.where_to_get_weights()}")
     generator = load(weights, device=device) if weights is not None or needs_weights else load(device=device)
     return generator.eval().requires_grad_(False)  # pretrained, inference only
 

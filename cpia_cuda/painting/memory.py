@@ -64,7 +64,7 @@ class MemoryEstimate:
 
     @property
     def on_host(self) -> bool:
-        return torch.device(self.device).type == "cpu"
+        return _is_host(self.device)
 
     @property
     def total(self) -> int:
@@ -87,6 +87,10 @@ class MemoryEstimate:
                     f"available: {_gib(self.available)}")
         return (f"memory estimate on {self.device}: {self.total / GIB:.2f} GiB ({parts}); available: "
                 f"{_gib(self.available)}; {kept} of host memory, available: {_gib(self.host_available)}")
+
+
+def _is_host(device: torch.device | str) -> bool:
+    return torch.device(device).type == "cpu"
 
 
 def _gib(size: int | None) -> str:
@@ -184,7 +188,7 @@ def _probe_image(image: torch.Tensor) -> tuple[torch.Tensor, float]:
     return probe, (height * width) / (size[0] * size[1])
 
 
-def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
+def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer, *,
                     preview_size: int | None, frame_batch: int, kept_frames: int = 0) -> MemoryEstimate:
     """Estimate the memory of painting ``inputs`` (a (1, 3, H, W) image or a latent) at ``layer``.
 
@@ -206,7 +210,6 @@ def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, la
     preview = preview_shape(image_size, preview_size)
     decoding = _working_set(lambda: generator.decode(probe_activation, layer.index, context)) * area_ratio
     frame_scale = (preview[0] * preview[1]) / (image_size[0] * image_size[1]) if generator.decodes_any_size else 1.0
-    host = torch.device(inputs.device).type == "cpu"
     return MemoryEstimate(
         device=str(inputs.device),
         activation_shape=(channels, height, width),
@@ -215,5 +218,5 @@ def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, la
         frame_batch=int(frame_batch * decoding * FRAME_FACTOR * frame_scale),
         available=available_memory(inputs.device),
         kept_frames=kept_frames_bytes(kept_frames, preview),
-        host_available=None if host else available_memory("cpu"),
+        host_available=None if _is_host(inputs.device) else available_memory("cpu"),
     )

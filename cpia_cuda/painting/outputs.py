@@ -22,6 +22,7 @@ removed, so the folder holds one painting.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -65,11 +66,11 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
     matplotlib) are skipped with a ``note``.
     """
     outdir = Path(outdir)
-    check_output_folder(outdir)
     writers = _planned_writers(result, note)
+    check_output_folder(outdir, writers)
     if not overwrite:
         refuse_existing_outputs(outdir, writers)
-    created = not outdir.exists()
+    created = _first_missing(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
     try:
@@ -81,8 +82,8 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
         else:
             _place_without_replacing(staged)
     except BaseException:
-        if created:  # an interrupted first write leaves no empty folder
-            _remove_if_empty(outdir, {tmp.name for tmp, _ in staged})
+        if created is not None:  # an interrupted first write leaves none of the folders it made
+            _remove_created(outdir, created, {tmp.name for tmp, _ in staged})
         raise
     finally:  # the staged files: hard-linked into place, or not placed after an error
         for tmp, _ in staged:
@@ -96,12 +97,28 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
     return written
 
 
-def _remove_if_empty(folder: Path, staged_names: set[str]) -> None:
-    """Remove ``folder`` if it holds nothing but the staged files named (which are removed too)."""
-    if all(path.name in staged_names for path in folder.iterdir()):
-        for path in folder.iterdir():
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder on the way to ``folder`` that does not exist yet; None if it exists."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+    return missing
+
+
+def _remove_created(outdir: Path, outermost: Path, staged_names: set[str]) -> None:
+    """Remove ``outdir`` and its parents up to ``outermost`` (the folders a write created) while they hold
+    nothing but the staged files named; a failure to clean up does not hide the error being handled."""
+    with contextlib.suppress(OSError):
+        for path in outdir.iterdir():
+            if path.name not in staged_names:
+                return
             path.unlink()
-        folder.rmdir()
+        folder = outdir
+        while True:
+            folder.rmdir()
+            if folder == outermost:
+                return
+            folder = folder.parent
 
 
 def _place_without_replacing(staged: list[tuple[Path, Path]]) -> None:
@@ -129,8 +146,9 @@ def _place_without_replacing(staged: list[tuple[Path, Path]]) -> None:
         raise
 
 
-def check_output_folder(outdir: str | Path) -> None:
-    """Raise OSError unless ``outdir`` is, or can be created as, a folder this process can write in.
+def check_output_folder(outdir: str | Path, names: Sequence[str] = OUTPUT_NAMES) -> None:
+    """Raise OSError unless ``outdir`` is, or can be created as, a folder this process can write in,
+    with no folder in it named like one of the output files ``names``.
 
     Meant to be called before a painting, so that a file in the way or a read-only folder is reported
     at once rather than after the work. Nothing is created: the test file goes into the nearest
@@ -142,7 +160,7 @@ def check_output_folder(outdir: str | Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise NotADirectoryError(f"output folder {outdir}: {existing} is a file, not a folder")
-    in_the_way = [outdir / name for name in OUTPUT_NAMES if (outdir / name).is_dir()]
+    in_the_way = [outdir / name for name in names if (outdir / name).is_dir()]
     if in_the_way:
         raise IsADirectoryError(f"{in_the_way[0]} is a folder; an output file of that name cannot replace it")
     try:
@@ -151,6 +169,11 @@ def check_output_folder(outdir: str | Path) -> None:
         raise PermissionError(f"output folder {outdir}: cannot write in {existing} ({error.strerror})") from None
     os.close(handle)
     os.unlink(probe)
+
+
+def painting_output_names(gan: bool) -> tuple[str, ...]:
+    """The files a painting may write: generated.png only for a GAN (optional ones included)."""
+    return tuple(name for name in OUTPUT_NAMES if gan or name != GENERATED_PNG)
 
 
 def refuse_existing_outputs(outdir: str | Path, names: Sequence[str] = OUTPUT_NAMES) -> None:
@@ -271,7 +294,7 @@ def _shared_palette(frames: torch.Tensor, samples: int = 8):
     from PIL import Image
 
     picked = sorted({round(i * (len(frames) - 1) / max(samples - 1, 1)) for i in range(samples)})
-    strip = np.concatenate([to_uint8(frames[index]) for index in picked if index < len(frames)], axis=0)
+    strip = np.concatenate([to_uint8(frames[index]) for index in picked], axis=0)
     return Image.fromarray(strip).quantize(method=Image.Quantize.FASTOCTREE)
 
 

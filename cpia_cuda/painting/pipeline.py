@@ -320,6 +320,7 @@ def paint(
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
             estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
+        context = _replaying_the_content(generator, condition, inputs, context)
         with timer.phase("plan"):
             content_image = _content_image(generator, inputs, context)
             plan = make_plan(content_image, planner, settings, verbose=verbose)
@@ -376,6 +377,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
             estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
+        context = _replaying_the_content(generator, log.condition, inputs, context)
         # The new log is a copy of the caller's (no views of its tensors), with the weights and versions
         # this replay used, so that it replays in turn.
         log = replace(copy.deepcopy(log), weights=None if weights is None else str(Path(weights).resolve()),
@@ -489,15 +491,22 @@ def _make_context(generator: Generator, condition: dict[str, Any], inputs: torch
     condition = {k: v.to(inputs.device) if isinstance(v, torch.Tensor) else v for k, v in condition.items()}
     if generator.input_kind != "image":
         condition["inputs"] = inputs
-    elif "inputs" in inspect.signature(generator.make_context).parameters:
-        # a generator that decodes by replaying its inputs (HookedGenerator) replays the content image,
-        # not the step image encoded last
-        condition.setdefault("inputs", inputs)
     try:
         return generator.make_context(**condition)
     except TypeError as error:  # a keyword make_context does not take
         raise PaintingError(f"{generator.name}: condition {sorted(condition)} does not fit make_context: "
                             f"{error}") from None
+
+
+def _replaying_the_content(generator: Generator, condition: dict[str, Any], inputs: torch.Tensor,
+                           context: Any) -> Any:
+    """The context to paint with. A generator that decodes by replaying the inputs it encoded
+    (HookedGenerator: ``make_context(inputs=...)``) gets them pinned to the content image, so that it
+    does not replay the step image encoded last; the memory estimate's probe runs (a shrunk image)
+    need the unpinned context."""
+    if generator.input_kind != "image" or "inputs" not in inspect.signature(generator.make_context).parameters:
+        return context
+    return _make_context(generator, {"inputs": inputs, **condition}, inputs)
 
 
 def _default_layer(generator: Generator) -> int:
@@ -530,8 +539,8 @@ def _check_memory(generator: Generator, inputs: torch.Tensor, context: Any, laye
                   settings: PaintSettings, verbose: bool) -> MemoryEstimate:
     frames_at_once = min(settings.frame_batch, settings.frames or settings.frame_batch)
     # with every=k the number of frames is known after the strokes: _check_kept_frames then
-    estimate = estimate_memory(generator, inputs, context, layer, settings.preview_size, frames_at_once,
-                               kept_frames=settings.frames or 0)
+    estimate = estimate_memory(generator, inputs, context, layer, preview_size=settings.preview_size,
+                               frame_batch=frames_at_once, kept_frames=settings.frames or 0)
     if verbose:
         print(estimate.describe())
     if not estimate.fits:

@@ -7,40 +7,41 @@
 
 #include <cstdint>
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#if defined(__SSE__) || defined(_M_X64)
 #include <xmmintrin.h>
+#define CPIA_FLOAT_MODE_MXCSR 1
+#elif defined(__aarch64__)
+#define CPIA_FLOAT_MODE_FPCR 1
 #endif
 
 namespace cpia {
 
 class DenormalsKept {
  public:
-  DenormalsKept() {
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
-    constexpr unsigned kFlushToZero = 1u << 15, kDenormalsAreZero = 1u << 6;  // MXCSR bits
-    saved_ = _mm_getcsr();
+#if defined(CPIA_FLOAT_MODE_MXCSR)
+  DenormalsKept() : saved_(_mm_getcsr()) {
+    constexpr unsigned kFlushToZero = 1u << 15, kDenormalsAreZero = 1u << 6;
     _mm_setcsr(saved_ & ~(kFlushToZero | kDenormalsAreZero));
-#elif defined(__aarch64__)
+  }
+  ~DenormalsKept() { _mm_setcsr(saved_); }
+#elif defined(CPIA_FLOAT_MODE_FPCR)
+  DenormalsKept() {
     constexpr uint64_t kFlushToZero = uint64_t{1} << 24;  // FPCR.FZ
     __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved_));
     __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_ & ~kFlushToZero));
-#endif
   }
-  ~DenormalsKept() {
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
-    _mm_setcsr(saved_);
-#elif defined(__aarch64__)
-    __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_));
+  ~DenormalsKept() { __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_)); }
+#else
+  DenormalsKept() = default;  // no mode to set known here: the thread's own applies
 #endif
-  }
   DenormalsKept(const DenormalsKept&) = delete;
   DenormalsKept& operator=(const DenormalsKept&) = delete;
 
  private:
-#if defined(__aarch64__)
+#if defined(CPIA_FLOAT_MODE_MXCSR)
+  unsigned saved_;
+#elif defined(CPIA_FLOAT_MODE_FPCR)
   uint64_t saved_ = 0;
-#else
-  unsigned saved_ = 0;
 #endif
 };
 
