@@ -755,6 +755,13 @@ class _Progress:
         if self.callback is not None:
             self.callback(self.stage, self.done, self.total)
 
+    def note(self, text: str) -> None:
+        """Print ``text`` (verbose runs) on its own line, above the bar."""
+        if self.tqdm is not None:
+            self.tqdm.write(text, file=sys.stdout)
+        else:
+            print(text)
+
     def close(self) -> None:
         if self.tqdm is not None:
             self.tqdm.close()
@@ -785,7 +792,7 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
                     kept = torch.zeros(activation.shape, dtype=torch.bool, device=activation.device)
                     masks = torch.stack([region.mask for region in plan])
                     allowed_masks = regions_at_layer(masks, activation.shape[-2:]).to(activation.device)
-                    _check_layer_cells(plan, allowed_masks, layer, feedback.verbose)
+                    _check_layer_cells(plan, allowed_masks, layer, progress.note if feedback.verbose else None)
                 new = step(index, activation, allowed_masks[index])
                 painted = torch.where(new, activation, painted)
                 kept |= channel_flush(activation, settings.tau, allowed=allowed_masks[index],
@@ -794,18 +801,19 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
     return painted, kept
 
 
-def _check_layer_cells(plan: Sequence[Region], allowed_masks: torch.Tensor, layer: Layer, verbose: bool) -> None:
-    """PaintingError when no region owns a cell of the layer grid; with ``verbose``, a note naming the
-    regions that own none (they get no strokes: their pixels go with the cells of other regions)."""
+def _check_layer_cells(plan: Sequence[Region], allowed_masks: torch.Tensor, layer: Layer,
+                       note: Callable[[str], None] | None) -> None:
+    """PaintingError when no region owns a cell of the layer grid; a ``note`` naming the regions that
+    own none (they get no strokes: their pixels go with the cells of other regions)."""
     grid = "x".join(str(size) for size in allowed_masks.shape[-2:])
     owns_cells = allowed_masks.flatten(1).any(1).tolist()
     if not any(owns_cells):
         raise PaintingError(f"no region of the plan covers most of any cell of layer {layer.index}'s {grid} grid: "
                             f"nothing to paint; paint at a finer layer or do not skip the background")
-    if verbose and not all(owns_cells):
+    if note is not None and not all(owns_cells):
         labels = [region.label for region, owns in zip(plan, owns_cells) if not owns]
-        print(f"note: {len(labels)} region(s) ({', '.join(labels)}) cover most of no cell of layer {layer.index}'s "
-              f"{grid} grid and get no strokes (stop reason {NO_LAYER_CELLS!r})")
+        note(f"note: {len(labels)} region(s) ({', '.join(labels)}) cover most of no cell of layer {layer.index}'s "
+             f"{grid} grid and get no strokes (stop reason {NO_LAYER_CELLS!r})")
 
 
 def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
