@@ -471,9 +471,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
     channels_on = at::zeros({N, H, W}, int_options);
     channel_counts = at::zeros({N, C}, y.options().dtype(at::kLong));
   }
-  at::Tensor y_max = y_c.masked_fill(allowed_c.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity())
-                         .amax({1, 2, 3})
-                         .contiguous();
+  // Ymax sets the min_response threshold only: without one, no pass over Y for it.
+  at::Tensor y_max =
+      min_response.has_value()
+          ? y_c.masked_fill(allowed_c.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity())
+                .amax({1, 2, 3})
+                .contiguous()
+          : at::zeros({N}, y.options());
   at::Tensor allowed_count = allowed_c.sum({1, 2}, false, at::kLong).contiguous();
   at::Tensor loop_state = at::full({N, kStateFields}, -1, y.options().dtype(at::kLong));
   loop_state.select(1, kStateStrokes).zero_();
