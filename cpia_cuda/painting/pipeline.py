@@ -898,9 +898,11 @@ def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, pa
     order = log.order.to(painted.device)
     renderer = CanvasRenderer(generator=generator, layer=layer, context=context, tau=settings.tau,
                               background=tuple(settings.background), image_size=tuple(content_image.shape[-2:]))
-    image = renderer.render_full(painted, order >= 0).cpu()
     log.frame_strokes = frame_thresholds(log.num_strokes, settings.frames, settings.every)
-    _check_kept_frames(len(log.frame_strokes), preview_shape(image.shape[-2:], settings.preview_size), settings)
+    # before any rendering: a refusal should not come after the full-size decode
+    _check_kept_frames(len(log.frame_strokes), preview_shape(content_image.shape[-2:], settings.preview_size),
+                       settings)
+    image = renderer.render_full(painted, order >= 0).cpu()
     with contextlib.closing(feedback.bar(len(log.frame_strokes), "frames")) as progress:
         frames = renderer.render_frames(painted, order, log.frame_strokes, settings.preview_size,
                                         settings.frame_batch, progress=progress.update)
