@@ -654,7 +654,8 @@ def test_a_generator_in_train_mode_paints_in_eval_mode_and_keeps_its_mode(image)
     assert torch.equal(module[1].running_mean, statistics)
 
 
-def test_runs_in_two_threads_keep_a_shared_generator_in_eval_mode_until_the_last_ends(image):
+@pytest.mark.parametrize("shared", ["generator", "module"])
+def test_runs_in_two_threads_keep_a_shared_module_in_eval_mode_until_the_last_ends(image, shared):
     import threading
 
     from cpia_cuda.generators import HookedGenerator
@@ -662,7 +663,9 @@ def test_runs_in_two_threads_keep_a_shared_generator_in_eval_mode_until_the_last
     torch.manual_seed(3)
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
                                  torch.nn.Conv2d(4, 3, 1), torch.nn.Sigmoid())
-    hooked = HookedGenerator(module, ["1"], channels=[4])
+    # "module": a generator per run (say, per request) around one module.
+    first_generator = HookedGenerator(module, ["1"], channels=[4])
+    second_generator = first_generator if shared == "generator" else HookedGenerator(module, ["1"], channels=[4])
     module.train()
     first_painted, second_started, first_done = threading.Event(), threading.Event(), threading.Event()
     modes_seen_by_the_second = []
@@ -682,9 +685,11 @@ def test_runs_in_two_threads_keep_a_shared_generator_in_eval_mode_until_the_last
             modes_seen_by_the_second.append(batch_norm.training)
 
     handle = module[1].register_forward_hook(record)
-    options = dict(generator=hooked, layer="1", tau=2, max_strokes=10, planner=None, frames=3)
-    first = threading.Thread(target=lambda: paint(image, progress=first_progress, **options), name="first")
-    second = threading.Thread(target=lambda: paint(image, progress=second_progress, **options), name="second")
+    options = dict(layer="1", tau=2, max_strokes=10, planner=None, frames=3)
+    first = threading.Thread(target=lambda: paint(image, generator=first_generator, progress=first_progress,
+                                                  **options), name="first")
+    second = threading.Thread(target=lambda: paint(image, generator=second_generator, progress=second_progress,
+                                                   **options), name="second")
     first.start()
     assert first_painted.wait(60)
     second.start()

@@ -405,32 +405,32 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
 # set-up
 
 
-# Generators in a run, by id: how many runs hold each, and the modes its modules had before the first.
-_runs_in_eval_mode: dict[int, tuple[int, list[tuple[torch.nn.Module, bool]]]] = {}
+# Modules in a run, by id: how many runs hold each, the module, and its mode before the first. Counted
+# per module, not per generator: two generators (say two HookedGenerators) can share one module.
+_runs_in_eval_mode: dict[int, tuple[int, torch.nn.Module, bool]] = {}
 _runs_in_eval_mode_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def _in_eval_mode(generator: Generator) -> Iterator[None]:
     """The generator in eval mode for a run (a module in train mode would update its batch-norm
-    statistics and drop activations); the first run to take it saves its modules' modes, the last to
-    finish gives them back, so runs in several threads on one generator stay in eval mode."""
-    key = id(generator)
+    statistics and drop activations); the first run to take a module saves its mode, the last to
+    finish gives it back, so runs in several threads on shared modules stay in eval mode."""
+    modules = list(generator.modules())
     with _runs_in_eval_mode_lock:
-        runs, modes = _runs_in_eval_mode.get(key, (0, None))
-        if runs == 0:
-            modes = [(module, module.training) for module in generator.modules()]
-            generator.eval()
-        _runs_in_eval_mode[key] = (runs + 1, modes)
+        for module in modules:
+            runs, _, training = _runs_in_eval_mode.get(id(module), (0, module, module.training))
+            _runs_in_eval_mode[id(module)] = (runs + 1, module, training)
+        generator.eval()
     try:
         yield
     finally:
         with _runs_in_eval_mode_lock:
-            runs, modes = _runs_in_eval_mode.pop(key)
-            if runs > 1:
-                _runs_in_eval_mode[key] = (runs - 1, modes)
-            else:
-                for module, training in modes:
+            for module in modules:
+                runs, _, training = _runs_in_eval_mode.pop(id(module))
+                if runs > 1:
+                    _runs_in_eval_mode[id(module)] = (runs - 1, module, training)
+                else:
                     module.training = training
 
 
