@@ -640,6 +640,17 @@ def test_the_result_and_the_log_do_not_share_the_callers_tensors(image, generato
     assert torch.equal(result.content, kept_content) and torch.equal(result.log.content, kept_log_content)
 
 
+def test_a_numpy_condition_is_copied_into_the_log_and_saved_with_it(image, generator, tmp_path):
+    blend = np.zeros(26)
+    blend[3] = 1.0
+    result = _paint(image, generator, condition={"style_weights": blend}, max_strokes=5, frames=2)
+    blend[:] = 0.0
+    blend[20] = 1.0  # the caller reuses its array
+    assert torch.equal(replay(result.log).image, result.image)
+    write_outputs(result, tmp_path)
+    assert torch.equal(replay(load_stroke_log(tmp_path / "stroke_log.npz")).image, result.image)
+
+
 def test_a_generator_in_train_mode_paints_in_eval_mode_and_keeps_its_mode(image):
     from cpia_cuda.generators import HookedGenerator
 

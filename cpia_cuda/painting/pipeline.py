@@ -297,7 +297,9 @@ def paint(
     if condition is not None and not isinstance(condition, dict):
         raise PaintingError(f"condition must be a dict of make_context's keyword arguments, got "
                             f"{type(condition).__name__}")
-    condition = plain_python(condition or {})
+    # numpy arrays become tensors: copied into the log like tensor conditions, and saved with it.
+    condition = {key: torch.tensor(value) if isinstance(value, np.ndarray) else value
+                 for key, value in plain_python(condition or {}).items()}
     generator = _resolve_generator(generator, weights, device, backend)
     with _in_eval_mode(generator):
         inputs = _prepare_inputs(content, generator)
