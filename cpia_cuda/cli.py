@@ -359,7 +359,7 @@ def command_layers(args: argparse.Namespace) -> int:
         height, width = args.size
         if height < 1 or width < 1:
             raise ValueError(f"--size: expected positive H W, got {height} {width}")
-        inputs = torch.full((1, 3, height, width), 0.5)
+        inputs = torch.full((1, 3, height, width), 0.5, dtype=torch.float32)
         context = generator.make_context(**_neutral_condition(generator))
         title = f"{generator.name}: operable layers for a {height}x{width} input"
     else:
@@ -380,7 +380,7 @@ def _neutral_condition(generator) -> dict[str, Any]:
     if "style" in parameters:
         return {"style": 0}
     if "style_image" in parameters:
-        return {"style_image": torch.full((1, 3, 64, 64), 0.5)}
+        return {"style_image": torch.full((1, 3, 64, 64), 0.5, dtype=torch.float32)}
     return {}
 
 

@@ -49,7 +49,7 @@ def _stroke_one_image(Y, allowed, init_mask, order, offsets, weights, tau, m, p,
         threshold = torch.tensor(min_response, dtype=torch.float32, device=Y.device) * Y[:, allowed].max()
     rows = torch.arange(H, device=Y.device).view(H, 1)
     cols = torch.arange(W, device=Y.device).view(1, W)
-    minus_inf = torch.tensor(float("-inf"), device=Y.device)
+    minus_inf = torch.tensor(float("-inf"), dtype=Y.dtype, device=Y.device)
     cursor = None
     strokes = []
     while True:

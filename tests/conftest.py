@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import inspect
 import platform
@@ -19,6 +20,17 @@ DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 # kernels on the CPU under the SIMT emulator of tests/simt_emulator (their logic, not the GPU).
 EMULATED = "cuda-emulated"
 FUSED_BACKENDS = ["cpu", pytest.param("cuda", marks=needs_cuda), pytest.param(EMULATED, marks=needs_emulator)]
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    """torch's default dtype set to ``dtype`` for the block (as a notebook may leave it)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 @functools.cache

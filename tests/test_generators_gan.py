@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from cpia_cuda.generators.base import GeneratorError
+from conftest import default_dtype
 
 HAS_BIGGAN_CODE = importlib.util.find_spec("pytorch_pretrained_biggan") is not None
 HAS_EYES_PACKAGE = importlib.util.find_spec("omniart_eye_generator") is not None
@@ -347,6 +348,20 @@ class TestBigGANLoading:
         for expected in ("config.json", "pytorch_model.bin", "biggan-deep-256", "biggan-deep-512"):
             assert expected in str(error.value)
 
+    def test_a_float64_default_dtype_loads_and_samples_what_float32_does(self, biggan, biggan_folder):
+        from cpia_cuda.generators import load_generator
+
+        z = biggan.sample_inputs(2, seed=3)
+        context = biggan.make_context(class_index=VOLCANO)
+        with default_dtype(torch.float64):
+            loaded = load_generator("biggan", weights=str(biggan_folder))
+            z64 = loaded.sample_inputs(2, seed=3)
+            context64 = loaded.make_context(class_index=VOLCANO)
+        assert z64.dtype == torch.float32 and torch.equal(z64, z)
+        assert torch.equal(context64.class_vector, context.class_vector)
+        assert torch.equal(loaded.encode(z, 2, context), biggan.encode(z, 2, context))  # spectral norms folded alike
+        assert torch.equal(loaded(z, context), biggan(z, context))
+
     @pytest.mark.parametrize("missing", ["config.json", "pytorch_model.bin"])
     def test_missing_file(self, biggan_folder, tmp_path, missing):
         from cpia_cuda.generators.biggan import load_biggan
@@ -470,6 +485,12 @@ class TestEyesDCGAN:
         shapes = [shape for _, shape in eyes.layer_shapes(z, eyes.make_context(keyword="blue"))]
         assert shapes == [(1024, 4, 4), (512, 8, 8), (256, 16, 16), (128, 32, 32), (64, 64, 64)]
         assert eyes.name == "eyes" and eyes.input_kind == "latent"
+
+    def test_a_float64_default_dtype_samples_what_float32_does(self, eyes):
+        z = eyes.sample_inputs(2, seed=4)
+        with default_dtype(torch.float64):
+            z64 = eyes.sample_inputs(2, seed=4)
+        assert z64.dtype == torch.float32 and torch.equal(z64, z)
 
     def test_real_weights_make_images(self, eyes):
         z = eyes.sample_inputs(2, seed=1)

@@ -16,7 +16,7 @@ from cpia_cuda.painting import outputs as outputs_module
 from cpia_cuda.painting.pipeline import step_image
 from cpia_cuda.painting.render import CanvasRenderer
 from cpia_cuda.planning.base import Planner, Region
-from conftest import CUDA_READY, TinyPainter, needs_cuda
+from conftest import CUDA_READY, TinyPainter, default_dtype, needs_cuda
 
 SIZE = 64
 LAYER = 5  # res.2 of multistyle26: 32 channels at H/4
@@ -649,6 +649,18 @@ def test_a_numpy_condition_is_copied_into_the_log_and_saved_with_it(image, gener
     assert torch.equal(replay(result.log).image, result.image)
     write_outputs(result, tmp_path)
     assert torch.equal(replay(load_stroke_log(tmp_path / "stroke_log.npz")).image, result.image)
+
+
+def test_a_float64_default_dtype_paints_what_float32_paints(image, tmp_path):
+    options = dict(generator="multistyle26", condition={"style": 3}, layer=LAYER, tau=8, max_strokes=30,
+                   planner="segments", frames=3)
+    expected = paint(image, **options)
+    with default_dtype(torch.float64):
+        result = paint(image, **options)
+        replayed = replay(result.log)
+    for painted in (result, replayed):
+        assert painted.image.dtype == torch.float32 and torch.equal(painted.image, expected.image)
+        assert torch.equal(painted.frames, expected.frames) and torch.equal(painted.log.order, expected.log.order)
 
 
 def test_a_generator_in_train_mode_paints_in_eval_mode_and_keeps_its_mode(image):

@@ -59,7 +59,8 @@ def load_generator(name: str = DEFAULT_GENERATOR, weights: str | None = None,
         raise GeneratorError(f"generator {name!r} needs weights (weights=PATH; --weights on the command line): "
                              f"{module.where_to_get_weights()}")
     generator = load(weights, device=device) if weights is not None or needs_weights else load(device=device)
-    return generator.eval().requires_grad_(False)  # pretrained, inference only
+    # float32 whatever torch's default dtype is: the modules are built in the default dtype
+    return generator.float().eval().requires_grad_(False)  # pretrained, inference only
 
 
 def __getattr__(attribute: str):

@@ -41,7 +41,7 @@ def one_hot(class_index: int | Sequence[int], num_classes: int) -> torch.Tensor:
     for index in indices:
         if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < num_classes:
             raise GeneratorError(f"class_index must be an integer in [0, {num_classes}), got {index!r}")
-    vector = torch.zeros(len(indices), num_classes)
+    vector = torch.zeros(len(indices), num_classes, dtype=torch.float32)
     vector[torch.arange(len(indices)), torch.tensor([int(i) for i in indices])] = 1.0
     return vector
 

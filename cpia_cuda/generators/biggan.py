@@ -188,7 +188,7 @@ class BigGANGenerator(Generator):
         check_count_and_seed(n, seed)
         _check_truncation(truncation)
         generator = torch.Generator().manual_seed(int(seed))
-        noise = torch.empty(n, self.config.z_dim)
+        noise = torch.empty(n, self.config.z_dim, dtype=torch.float32)
         nn.init.trunc_normal_(noise, a=-NOISE_BOUND, b=NOISE_BOUND, generator=generator)
         return (noise * truncation).to(self._device() if device is None else device)
 
@@ -406,7 +406,8 @@ def load_biggan(folder: str | Path, device: torch.device | str | None = None) ->
     problem = _config_problem(settings)
     if problem:
         raise GeneratorError(f"{str(config_path)!r} is not a usable BigGAN config: {problem}")
-    model = code.BigGAN(code.BigGANConfig.from_dict(settings))
+    # float32 whatever torch's default dtype is: the spectral norms are folded in the model's dtype
+    model = code.BigGAN(code.BigGANConfig.from_dict(settings)).float()
 
     state = read_state_dict(weights_path)
     load_state_exactly(model, state, f"{str(weights_path)!r} (for the BigGAN its {CONFIG_FILE} describes)")

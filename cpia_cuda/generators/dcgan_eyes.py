@@ -134,7 +134,7 @@ class EyesDCGANGenerator(Generator):
         """``n`` standard-normal noise vectors (as the package draws them), drawn on the CPU from
         ``seed`` so they are the same on every device."""
         check_count_and_seed(n, seed)
-        noise = torch.randn(n, NOISE_DIM, generator=torch.Generator().manual_seed(int(seed)))
+        noise = torch.randn(n, NOISE_DIM, dtype=torch.float32, generator=torch.Generator().manual_seed(int(seed)))
         return noise.to(self._device() if device is None else device)
 
     def encode(self, inputs: torch.Tensor, layer: int | str, context: Any = None) -> torch.Tensor:

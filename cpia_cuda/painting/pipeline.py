@@ -532,7 +532,7 @@ def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device)
         value = getattr(settings, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PaintingError(f"{name} must be an int >= 1, got {value!r}")
-    probe = torch.zeros((layer.channels, 1, 1), device=device)
+    probe = torch.zeros((layer.channels, 1, 1), dtype=torch.float32, device=device)
     channel_flush(probe, settings.tau, backend=settings.backend)
     channel_stroke(probe, settings.tau, **settings.stroke_options())
 

@@ -177,7 +177,7 @@ class CanvasRenderer:
         grid = tuple(order.shape[-2:])
         shrink = self.generator.decodes_any_size and scale < 1.0
         small_grid = _shrunk_grid(grid, scale, self.image_size) if shrink else grid
-        frames = torch.empty((len(thresholds), 3, *target))  # filled batch by batch: no second copy
+        frames = torch.empty((len(thresholds), 3, *target), dtype=torch.float32)  # filled batch by batch: no second copy
         for start in range(0, len(thresholds), batch_size):
             activations, counts = [], []
             for strokes_done in thresholds[start:start + batch_size]:
@@ -216,7 +216,7 @@ def render_stroke_maps(order: torch.Tensor, thresholds: Sequence[int], tau: int,
     """
     palette = channel_palette(order.shape[0]).to(order.device)
     paper = torch.tensor(background, dtype=torch.float32, device=order.device).view(3, 1, 1)
-    maps = torch.empty((len(thresholds), 3, *size))  # filled frame by frame: no full-size stack on the device
+    maps = torch.empty((len(thresholds), 3, *size), dtype=torch.float32)  # filled frame by frame: no full-size stack on the device
     for index, strokes_done in enumerate(thresholds):
         on = frame_mask(order, strokes_done)
         latest, channel = torch.where(on, order, -1).max(dim=0)

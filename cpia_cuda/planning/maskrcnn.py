@@ -77,7 +77,7 @@ def build_maskrcnn(weights: str | Path | None = None, input_size: int = 800) -> 
     except RuntimeError as error:
         raise PlanningError(f"Mask R-CNN weights {path}: expected the state dict of maskrcnn_resnet50_fpn "
                             f"(COCO, 91 classes): {error}") from error
-    return model.eval()
+    return model.float().eval()  # float32 whatever torch's default dtype is
 
 
 def _names(category_names: object) -> list[str]:

@@ -640,7 +640,7 @@ class YoloSegPlanner(Planner):
         check_weights_path(weights)
         self.weights = Path(weights) if weights is not None else default_weights_path()
         model, self.class_names = build_model_from_checkpoint(self.weights)
-        self.model = model.to(self.device)
+        self.model = model.to(self.device, torch.float32)  # whatever torch's default dtype is
 
     @torch.no_grad()
     def detect(self, image: torch.Tensor, max_detections: int | None = None) -> Detections:
