@@ -312,6 +312,24 @@ def test_a_folder_in_the_way_or_a_failed_move_leaves_no_temporary_files(image, g
     assert not [name for name in os.listdir(tmp_path / "again") if name.startswith(".")]
 
 
+def test_outputs_get_the_permissions_of_new_files_without_the_umask_being_touched(image, generator, tmp_path,
+                                                                               monkeypatch):
+    result = _paint(image, generator, frames=2, max_strokes=5)
+    before = os.umask(0o027)
+    try:
+        def no_umask_calls(mask):  # setting the umask, even to read it, races other threads' file creation
+            raise AssertionError("os.umask called")
+
+        monkeypatch.setattr(outputs_module.os, "umask", no_umask_calls)
+        write_outputs(result, tmp_path / "out")
+        monkeypatch.undo()
+    finally:
+        os.umask(before)
+    names = os.listdir(tmp_path / "out")
+    assert "painting.png" in names and "stroke_log.npz" in names
+    assert {os.stat(tmp_path / "out" / name).st_mode & 0o777 for name in names} == {0o640}
+
+
 def test_a_file_written_by_another_run_since_the_check_is_not_overwritten(image, generator, tmp_path, monkeypatch):
     result = _paint(image, generator, frames=2)
     real_staged_file = outputs_module.staged_file

@@ -26,6 +26,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
@@ -221,12 +222,9 @@ def _planned_writers(result: PaintResult, note: Callable[[str], None]) -> dict[s
 def staged_file(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a new temporary file next to ``path`` (same suffix) and return it, ready
     to be moved to ``path``; on an error the temporary file is removed."""
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    tmp = Path(tmp_name)
+    tmp = _new_file(path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -243,10 +241,18 @@ def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """A new empty file of a unique name in ``folder``, with the permissions of any new file (mode 0666
+    less the umask, which the system applies; mkstemp's 0600 would need the umask read, and reading it
+    means setting it, for the whole process)."""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no unused temporary file name {prefix}*{suffix} in {folder}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
