@@ -43,14 +43,24 @@ def require_extension() -> None:
 
 if _C is not None:
 
+    def _check_same_device(Y, other, name):
+        # The fakes also serve as the ops' Meta kernels, which run when any one argument is on "meta":
+        # a Y on another device must get the kernels' error, not an uninitialised result.
+        if other is not None and other.device != Y.device:
+            raise RuntimeError(f"{name} must be on the same device as Y ({Y.device}), got {other.device}")
+
     @torch.library.register_fake("cpia::channel_flush")
     def _channel_flush_fake(Y, allowed, tau):
+        _check_same_device(Y, allowed, "allowed")
         return Y.new_empty(Y.shape, dtype=torch.bool)  # the kernels return contiguous outputs
 
     @torch.library.register_fake("cpia::channel_stroke")
     def _channel_stroke_fake(
         Y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes, max_coverage
     ):
+        _check_same_device(Y, allowed, "allowed")
+        _check_same_device(Y, init_mask, "init_mask")
+        _check_same_device(Y, distance_weights, "distance_weights")
         total_strokes = torch.library.get_ctx().new_dynamic_size()
         order = Y.new_empty(Y.shape, dtype=torch.int32)
         strokes = Y.new_empty((total_strokes, len(STROKE_COLUMNS)), dtype=torch.int32)

@@ -148,6 +148,13 @@ def test_op_level_checks_use_the_same_words():
         torch.ops.cpia.channel_flush(no_channels[0], allowed, -5)
     with pytest.raises(RuntimeError, match="Y must be float32, got Double"):
         torch.ops.cpia.channel_flush(Y4.double(), allowed, 1)
+    # An argument on "meta" sends the call to the ops' Meta kernels (the fakes): the device check still holds.
+    on_meta = {1: allowed.to("meta"), 2: init.to("meta"), 4: args[4].to("meta")}
+    for position, name in ((1, "allowed"), (2, "init_mask"), (4, "distance_weights")):
+        with pytest.raises(RuntimeError, match=rf"{name} must be on the same device as Y \(cpu\), got meta"):
+            torch.ops.cpia.channel_stroke(*args[:position], on_meta[position], *args[position + 1:])
+    with pytest.raises(RuntimeError, match=r"allowed must be on the same device as Y \(cpu\), got meta"):
+        torch.ops.cpia.channel_flush(Y4, on_meta[1], 1)
 
 
 def sample_stroke_args(device):
