@@ -67,7 +67,7 @@ def stroke_cases(quick: bool = False) -> list[StrokeCase]:
     std = dict(brush=1, m=0.8, p=2, channel_cost=0.5, sigma=4.0, min_response=0.1)
     cases = [
         StrokeCase("stroke-small (64,32,32) tau=16", lambda: correlated_activation((64, 32, 32)), 16),
-        StrokeCase("stroke-std (256,64,64) tau=64 p=2 2000 strokes",
+        StrokeCase("stroke-std (256,64,64) tau=64 brush=1 m=0.8 p=2 cost=0.5 sigma=4 min_response=0.1 2000 strokes",
                    lambda: correlated_activation((256, 64, 64)), 64, dict(std, max_strokes=2000)),
         StrokeCase("stroke-batch 64x(64,32,32) tau=16", lambda: correlated_activation((64, 64, 32, 32), seed=1), 16,
                    reference_prefix=40),
@@ -230,41 +230,52 @@ def run_flush_case(case: FlushCase, backends: tuple[str, ...], repeats: int,
         same = None if reference is None else ("yes" if torch.equal(kept.cpu(), reference) else "NO")
         rows.append(row(backend, backend, times[backend], same))
     if "cuda" in times:
-        rows.append(copy_bandwidth_row(case, Y, times["cuda"], repeats))
+        rows += device_time_rows(case, Y, times["cuda"], repeats)
     return rows
 
 
-def copy_bandwidth_row(case: FlushCase, Y: torch.Tensor, flush_seconds: float, repeats: int) -> Row:
-    """The flush op against a device-to-device copy of Y, both timed on the device in the same run.
+def device_time_rows(case: FlushCase, Y: torch.Tensor, flush_seconds: float, repeats: int) -> list[Row]:
+    """The flush op and a device-to-device copy of Y (the bandwidth baseline), both timed on the device
+    in the same run.
 
     The public call (the "cuda" row) also checks that Y is finite, which reads Y once more and waits
     for the answer on the host; at tens of microseconds per call that check and the launch overhead
-    would be measured, not the kernel. So here both the op (``torch.ops.cpia.channel_flush``, no host
-    synchronisation) and ``Tensor.copy_`` run back to back between two CUDA events.
+    would be measured, not the kernel. So here the op (``torch.ops.cpia.channel_flush``, no host
+    synchronisation) and ``Tensor.copy_`` each run back to back between two CUDA events. Each launch
+    takes the next of several copies of Y, together more than twice the L2 cache, so that neither
+    reads a Y the launch before left in the cache (a (512, 128, 128) Y and its mask fit in 50 MB).
     """
-    source = Y.cuda()
-    flush_args = _flush_op_args(source, case.tau, None)
-    target = torch.empty_like(source)
+    l2_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+    y_bytes = Y.numel() * Y.element_size()
+    copies = max(2, math.ceil(2 * l2_bytes / max(y_bytes, 1)) + 1)
+    sources = [Y.cuda() for _ in range(copies)]
+    targets = [torch.empty_like(source) for source in sources]
+    flush_args = [_flush_op_args(source, case.tau, None) for source in sources]
     launches = max(repeats, 50)
-    copy_seconds = device_seconds(lambda: target.copy_(source), launches)
-    kernel_seconds = device_seconds(lambda: torch.ops.cpia.channel_flush(*flush_args), launches)
-    copy_bandwidth = 2 * source.numel() * 4 / copy_seconds
-    flush_bytes = source.numel() * (4 + 1)  # float32 in, bool out
-    note = (f"device time, {launches} back-to-back launches each: copy {copy_bandwidth / 1e9:.0f} GB/s, "
-            f"flush op {kernel_seconds * 1e6:.1f} us = {flush_bytes / kernel_seconds / 1e9:.0f} GB/s = "
-            f"{100 * (flush_bytes / kernel_seconds) / copy_bandwidth:.0f}% of copy; the public call "
-            f"({flush_seconds * 1e6:.1f} us wall) = {100 * (flush_bytes / flush_seconds) / copy_bandwidth:.0f}%")
-    return Row(case.name, "cuda-vs-copy", copy_seconds, None, None, None, note)
+    copy_seconds = device_seconds(lambda i: targets[i % copies].copy_(sources[i % copies]), launches)
+    kernel_seconds = device_seconds(lambda i: torch.ops.cpia.channel_flush(*flush_args[i % copies]), launches)
+    copy_bandwidth = 2 * y_bytes / copy_seconds  # read Y, write its copy
+    flush_bandwidth = Y.numel() * (Y.element_size() + 1) / kernel_seconds  # read Y, write the bool mask
+    cycle = f"{launches} launches over {copies} copies of Y ({copies * y_bytes / 2**20:.0f} MiB; L2 " \
+            f"{l2_bytes / 2**20:.0f} MiB)"
+    return [
+        Row(case.name, "d2d copy", copy_seconds, None, None, None,
+            f"baseline: device time, {cycle}: {copy_bandwidth / 1e9:.0f} GB/s"),
+        Row(case.name, "cuda op", kernel_seconds, None, None, None,
+            f"device time, {cycle}: {flush_bandwidth / 1e9:.0f} GB/s = "
+            f"{100 * flush_bandwidth / copy_bandwidth:.0f}% of the copy's bandwidth; the public call "
+            f"(row cuda, wall time) = {100 * Y.numel() * (Y.element_size() + 1) / flush_seconds / copy_bandwidth:.0f}%"),
+    ]
 
 
-def device_seconds(run: Callable[[], object], launches: int) -> float:
-    """Device time per launch of ``run`` over ``launches`` back-to-back launches (after a warm-up)."""
-    run()
+def device_seconds(run: Callable[[int], object], launches: int) -> float:
+    """Device time per launch of ``run(i)``, i = 0 .. launches - 1, launched back to back (after a warm-up)."""
+    run(0)
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    for _ in range(launches):
-        run()
+    for i in range(launches):
+        run(i)
     end.record()
     end.synchronize()
     return start.elapsed_time(end) / 1e3 / launches
@@ -272,29 +283,37 @@ def device_seconds(run: Callable[[], object], launches: int) -> float:
 
 def run_suite(backends: tuple[str, ...], quick: bool = False, repeats: int = 3, reference_device: str = "cpu",
               log=print) -> list[Row]:
+    """Every case's rows; each case's are logged as soon as they are measured, and a case that fails
+    (out of memory, say) gets a row saying why instead of ending the run."""
+    cases = [(case, run_stroke_case) for case in stroke_cases(quick)]
+    cases += [(case, run_flush_case) for case in flush_cases(quick)]
     rows: list[Row] = []
-    for case in stroke_cases(quick):
+    for case, run_case in cases:
         log(f"# {case.name}")
-        rows += run_stroke_case(case, backends, repeats, reference_device)
-    for case in flush_cases(quick):
-        log(f"# {case.name}")
-        rows += run_flush_case(case, backends, repeats, reference_device)
+        try:
+            case_rows = run_case(case, backends, repeats, reference_device)
+        except Exception as error:  # noqa: BLE001 - reported in the table, the other cases still run
+            case_rows = [Row(case.name, "failed", math.nan, note=f"{type(error).__name__}: {error}"[:300])]
+        log(format_table(case_rows, header=False))
+        rows += case_rows
     return rows
 
 
-def format_table(rows: list[Row]) -> str:
-    lines = ["| case | backend | time | strokes | strokes/s | speed-up | identical | note |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
+def format_table(rows: list[Row], header: bool = True) -> str:
+    lines = ["| case | backend | time | strokes | strokes/s | us/stroke | speed-up | identical | note |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|"] if header else []
     for row in rows:
         per_second = row.strokes_per_second
         lines.append(
             f"| {row.case} | {row.backend} | {format_seconds(row.seconds)} | {row.strokes or ''} | "
-            f"{f'{per_second:,.0f}' if per_second else ''} | {f'{row.speedup:,.1f}x' if row.speedup else ''} | "
-            f"{row.identical or ''} | {row.note} |")
+            f"{f'{per_second:,.0f}' if per_second else ''} | {f'{1e6 / per_second:.2f}' if per_second else ''} | "
+            f"{f'{row.speedup:,.1f}x' if row.speedup else ''} | {row.identical or ''} | {row.note} |")
     return "\n".join(lines)
 
 
 def format_seconds(seconds: float) -> str:
+    if math.isnan(seconds):
+        return ""
     if seconds >= 1:
         return f"{seconds:.2f} s"
     if seconds >= 1e-3:

@@ -61,6 +61,25 @@ def test_flush_case_compares_with_reference_and_topk():
     assert rows["cpu"].speedup == pytest.approx(rows["topk"].seconds / rows["cpu"].seconds)
 
 
+def test_a_failing_case_is_reported_and_the_others_still_run(monkeypatch):
+    def out_of_memory():
+        raise RuntimeError("CUDA out of memory")
+
+    cases = [StrokeCase("broken", out_of_memory, 2), StrokeCase("tiny", lambda: correlated_activation((8, 6, 6)), 2,
+                                                              dict(max_strokes=10))]
+    monkeypatch.setattr(suite, "stroke_cases", lambda quick: cases)
+    monkeypatch.setattr(suite, "flush_cases", lambda quick: [])
+    logged = []
+    rows = suite.run_suite(("reference", "cpu"), repeats=1, log=logged.append)
+    assert [(row.case, row.backend) for row in rows] == [("broken", "failed"), ("tiny", "reference"), ("tiny", "cpu")]
+    assert rows[0].note == "RuntimeError: CUDA out of memory"
+    assert logged[0] == "# broken" and logged[1].startswith("| broken | failed |  |")  # rows logged as measured
+    assert logged[3].count("\n") == 1 and "| tiny | cpu |" in logged[3]
+    assert "| us/stroke |" in format_table(rows)
+    cpu = rows[2]
+    assert f"| {1e6 / cpu.strokes_per_second:.2f} |" in format_table(rows)
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--repeats", "0"], "--repeats: expected a whole number >= 1, got '0'"),
     (["--backends", ","], "--backends: expected a comma-separated list of reference, cpu, cuda, got ','"),
