@@ -313,7 +313,7 @@ def _paint_and_write(content: torch.Tensor, generator, condition: dict[str, Any]
     started = time.perf_counter()
     _check_output(output, overwrite, gan=generator.input_kind != "image")
     result = paint(content, generator=generator, condition=condition, weights=weights, verbose=True, **options)
-    written = write_outputs(result, output, overwrite=overwrite)
+    written = write_outputs(result, output, overwrite=overwrite, note=print)
     _report(result, written, time.perf_counter() - started)
     return 0
 
@@ -391,7 +391,7 @@ def command_replay(args: argparse.Namespace) -> int:
     log = load_stroke_log(args.log)
     _check_output(args.output, args.overwrite, gan=log.content.dim() != 3)
     result = replay(log, weights=args.weights, device=resolve_device(args.device), verbose=True)
-    written = write_outputs(result, args.output, overwrite=args.overwrite)
+    written = write_outputs(result, args.output, overwrite=args.overwrite, note=print)
     _report(result, written, time.perf_counter() - started)
     return 0
 

@@ -236,6 +236,13 @@ def test_replay_refuses_a_log_whose_arrays_do_not_fit(image_file, tmp_path, caps
     shifted[shifted == 0] = num_strokes
     recounted = arrays["order"].copy()
     recounted[np.unravel_index(np.flatnonzero(recounted.ravel() >= 0)[0], recounted.shape)] = -1
+    np.savez(out / "stroke_log.npz", **{**arrays, "order": shifted})
+    assert main(["replay", str(out / "stroke_log.json"), "-o", str(tmp_path / "again")]) == 2
+    assert "is not the NPZ that stroke_log.json was written with" in capsys.readouterr().err
+    # Without the digest (a log written without it), the arrays' own checks find each damage.
+    document = json.loads((out / "stroke_log.json").read_text())
+    del document["npz_sha256"]
+    (out / "stroke_log.json").write_text(json.dumps(document))
     for key, damaged, message in [
         ("order", arrays["order"][:, :-1], "damaged stroke log (order has shape"),
         ("order", arrays["order"][0], "order must be (C, h, w)"),
@@ -262,6 +269,18 @@ def test_replay_refuses_a_log_whose_arrays_do_not_fit(image_file, tmp_path, caps
     (lambda d: d.update(region_mask_shape=[2, 32, 64]), "region masks of shape"),
     (lambda d: d.update(frame_strokes=[5, 3]), "frame_strokes must be ascending"),
     (lambda d: d["plan"][0].update(strokes=d["plan"][0]["strokes"] + 1), "differ from the plan's"),
+    # hand edits of the kinds a front end writing JSON might make
+    (lambda d: d["settings"].update(tau=8.0), "the stroke log's settings: tau must be an int, got float"),
+    (lambda d: d["settings"].update(tau=1), "more than its tau = 1"),
+    (lambda d: d["settings"].update(brush="x"), "the stroke log's settings: brush must be"),
+    (lambda d: d["generator"].update(condition=[1]), "field generator.condition is missing or of the wrong type"),
+    (lambda d: d["generator"].update(weights=5), "field generator.weights is missing or of the wrong type"),
+    (lambda d: d.update(region_mask_shape=[]), "field region_mask_shape is missing or of the wrong type"),
+    (lambda d: d["layer"].update(index=5.7), "field layer.index is missing or of the wrong type"),
+    (lambda d: d.update(frame_strokes=[True]), "field frame_strokes is missing or of the wrong type"),
+    (lambda d: d["plan"][0].update(stop_reason=7), "plan[0].stop_reason must be one of max_strokes"),
+    (lambda d: d["plan"][0].update(score="high"), "plan[0] needs a label (text), a score (number)"),
+    (lambda d: d.update(stroke_columns=d["stroke_columns"][::-1]), "stroke_columns must be"),
 ])
 def test_replay_refuses_a_log_whose_json_does_not_fit(image_file, tmp_path, capsys, edit, message):
     out = tmp_path / "out"
@@ -272,6 +291,43 @@ def test_replay_refuses_a_log_whose_json_does_not_fit(image_file, tmp_path, caps
     assert main(["replay", str(out / "stroke_log.json"), "-o", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_replay_refuses_logs_damaged_past_the_digest(image_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["paint", str(image_file), *FAST, "--planner", "segments", "-o", str(out)]) == 0
+    document = json.loads((out / "stroke_log.json").read_text())
+    del document["npz_sha256"]  # as a log written without it
+    (out / "stroke_log.json").write_text(json.dumps(document))
+    with np.load(out / "stroke_log.npz") as stored:
+        arrays = dict(stored)
+    assert arrays["region_masks"].shape[0] >= 2
+    swapped = arrays["region_masks"][[1, 0, *range(2, arrays["region_masks"].shape[0])]]
+    for damage, message in [
+        (lambda: np.savez(out / "stroke_log.npz", **{**arrays, "region_masks": swapped}),
+         "(" + repr(document["plan"][0]["label"]) + ") paint outside its mask"),
+        (lambda: np.savez(out / "stroke_log.npz", **{**arrays, "order": arrays["order"].astype(np.int64)}),
+         "order must be int32, got int64"),
+        (lambda: (out / "stroke_log.npz").write_bytes(b""), "damaged stroke log (EOFError"),
+        (lambda: (out / "stroke_log.json").write_text("[" * 100_000), "not JSON"),
+    ]:
+        damage()
+        assert main(["replay", str(out), "-o", str(tmp_path / "again")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+def test_replay_of_another_output_file_says_what_a_log_is(image_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["paint", str(image_file), *FAST, "-o", str(out)]) == 0
+    capsys.readouterr()
+    for given, message in [("painting.png", "painting.png is not a stroke log: expected its .json or .npz"),
+                           ("coverage.json", "coverage.json is not a cpia stroke log (expected format")]:
+        assert main(["replay", str(out / given), "-o", str(tmp_path / "again")]) == 2
+        assert message in capsys.readouterr().err
+    (out / "stroke_log.npz").unlink()
+    assert main(["replay", str(out), "-o", str(tmp_path / "again")]) == 2
+    assert "stroke_log.npz (the arrays of stroke_log.json)" in capsys.readouterr().err
 
 
 def test_replay_reads_the_log_it_is_given_and_no_other(image_file, tmp_path, capsys):
@@ -302,6 +358,9 @@ def test_replay_with_other_weights_logs_them(image_file, tmp_path, capsys):
     weights.write_bytes(packaged_model_path("multistyle26.onnx").read_bytes())
     assert main(["paint", str(image_file), *FAST, "--weights", str(weights), "-o", str(tmp_path / "out")]) == 0
     moved = weights.rename(tmp_path / "net.onnx")
+    capsys.readouterr()
+    assert main(["replay", str(tmp_path / "out"), "-o", str(tmp_path / "again")]) == 2
+    assert f"the logged weights {weights} are gone" in capsys.readouterr().err
     assert main(["replay", str(tmp_path / "out"), "--weights", str(moved), "-o", str(tmp_path / "again")]) == 0
     logged = json.loads((tmp_path / "again" / "stroke_log.json").read_text())["generator"]["weights"]
     assert logged == str(moved)

@@ -330,6 +330,42 @@ def test_outputs_get_the_permissions_of_new_files_without_the_umask_being_touche
     assert {os.stat(tmp_path / "out" / name).st_mode & 0o777 for name in names} == {0o640}
 
 
+def test_a_setting_the_log_cannot_hold_is_refused_before_painting_and_paths_are_logged_as_text(
+        image, generator, tmp_path, monkeypatch):
+    import pathlib
+
+    monkeypatch.setattr("cpia_cuda.painting.pipeline._paint_regions", lambda *a, **k: pytest.fail("painted"))
+    with pytest.raises(PaintingError, match=r"planner_options cannot be saved in the stroke log.*Object of type object"):
+        _paint(image, generator, planner="segments", planner_options={"num_regions": object()})
+    monkeypatch.undo()
+    from cpia_cuda.painting.pipeline import PaintSettings
+
+    settings = PaintSettings(layer=1, tau=1, planner_options={"weights": pathlib.Path("/some/where.pt")})
+    assert settings.planner_options == {"weights": "/some/where.pt"}
+
+
+def test_replay_and_write_outputs_name_the_object_they_need(image, generator, tmp_path, capsys):
+    result = _paint(image, generator, frames=2, max_strokes=5)
+    with pytest.raises(TypeError, match="log must be a StrokeLog .* got PaintResult; pass its .log"):
+        replay(result)
+    with pytest.raises(TypeError, match="log must be a StrokeLog .* got str"):
+        replay(str(tmp_path))
+    from cpia_cuda.generators import HookedGenerator
+
+    hooked = HookedGenerator(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 3, 1)), ["0"],
+                             channels=[4])
+    hooked_log = paint(image[:, :32, :32], generator=hooked, layer="0", tau=2, max_strokes=3, planner=None,
+                       frames=2).log
+    with pytest.raises(PaintingError, match="which the registry does not hold: pass it, replay"):
+        replay(hooked_log)
+    assert torch.equal(replay(hooked_log, generator=hooked).log.order, hooked_log.order)
+    with pytest.raises(TypeError, match="result must be a PaintResult .* got StrokeLog"):
+        write_outputs(result.log, tmp_path / "out")
+    write_outputs(result, tmp_path / "out")
+    write_outputs(result, tmp_path / "out", overwrite=True)
+    assert capsys.readouterr().out == ""  # a library call prints nothing; the notes go to note=
+
+
 def test_a_file_written_by_another_run_since_the_check_is_not_overwritten(image, generator, tmp_path, monkeypatch):
     result = _paint(image, generator, frames=2)
     real_staged_file = outputs_module.staged_file

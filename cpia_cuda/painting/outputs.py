@@ -23,6 +23,7 @@ removed, so the folder holds one painting.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -36,6 +37,7 @@ import torch
 
 from .pipeline import PaintResult
 from .render import channel_palette
+from .stroke_log import npz_sha256
 
 FRAME_MS = 120
 LAST_FRAME_MS = 1500
@@ -58,14 +60,18 @@ OUTPUT_NAMES = (PAINTING, PROGRESS_GIF, PROGRESS_MP4, STROKE_MAP_GIF, STROKE_MAP
 
 
 def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = False,
-                  note: Callable[[str], None] = print) -> list[Path]:
+                  note: Callable[[str], None] | None = None) -> list[Path]:
     """Write every output of ``result`` into ``outdir`` (created if needed); return the paths written.
 
     Raises FileExistsError naming the first existing file, before anything is written, unless
     ``overwrite`` (which also removes the outputs of an earlier run that this one does not write).
     Optional parts whose library is missing (MP4: imageio + imageio-ffmpeg; the coverage plot:
-    matplotlib) are skipped with a ``note``.
+    matplotlib) are skipped (not in the returned paths); ``note``, if given, is called with a line
+    on each skipped part and each removed file (the command line prints them).
     """
+    if not isinstance(result, PaintResult):
+        raise TypeError(f"result must be a PaintResult (from paint or replay), got {type(result).__name__}")
+    note = note or (lambda line: None)
     outdir = Path(outdir)
     writers = _planned_writers(result, note)
     check_output_folder(outdir, writers)
@@ -205,8 +211,9 @@ def _planned_writers(result: PaintResult, note: Callable[[str], None]) -> dict[s
     writers[PLAN_PNG] = content(lambda: png_bytes(plan_overlay(result)))
     if result.log.content.dim() != 3:
         writers[GENERATED_PNG] = content(lambda: png_bytes(result.content))
-    writers[LOG_NPZ] = content(result.log.npz_bytes)
-    writers[LOG_JSON] = content(lambda: result.log.json_text(LOG_NPZ).encode())
+    npz = functools.cache(result.log.npz_bytes)  # written, and its digest recorded in the JSON
+    writers[LOG_NPZ] = content(npz)
+    writers[LOG_JSON] = content(lambda: result.log.json_text(LOG_NPZ, npz_sha256(npz())).encode())
     if _matplotlib_available():
         writers[COVERAGE_PNG] = content(lambda: coverage_plot_bytes(result))
     else:

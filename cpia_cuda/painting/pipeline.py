@@ -25,6 +25,8 @@ import copy
 import importlib
 import inspect
 import itertools
+import json
+import os
 import sys
 import threading
 import time
@@ -47,11 +49,9 @@ from ..planning.registry import PLANNERS, make_planner, planner_names
 from .memory import MemoryEstimate, available_memory, estimate_memory, kept_frames_bytes
 from .render import (CanvasRenderer, frame_mask, frame_thresholds, parse_background, preview_shape,
                      render_stroke_maps)
-from .stroke_log import StrokeLog, current_versions
+from .stroke_log import FLUSHED, NO_LAYER_CELLS, StrokeLog, current_versions
 
 MODES = ("stroke", "flush")
-#: stop reason of a region that owns no cell of the layer grid (too small or thin for the layer)
-NO_LAYER_CELLS = "no_layer_cells"
 STEP_FILLS = ("mean", "background", "none")
 DEFAULT_FRAMES = 24
 PLAN_MAX_SIDE = 1024
@@ -63,9 +63,12 @@ class PaintingError(ValueError):
 
 
 def plain_python(value: Any) -> Any:
-    """``value`` with numpy scalars, also inside lists, tuples and dicts, turned into Python ones."""
+    """``value`` with numpy scalars and paths, also inside lists, tuples and dicts, turned into Python
+    numbers and strings."""
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if isinstance(value, (list, tuple)):
         return type(value)(plain_python(item) for item in value)
     if isinstance(value, dict):
@@ -318,6 +321,7 @@ def paint(
             step_fill=step_fill, frame_batch=frame_batch,
         )
         _check_settings(settings, layer_info, inputs.device)
+        _check_loggable(settings, condition)
         planner = _resolve_planner(planner, settings)
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
@@ -353,6 +357,10 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         PaintingError for a log that does not fit the generator (another layer name) or whose
         settings are out of range, and what :func:`paint` raises for a run that cannot fit.
     """
+    if not isinstance(log, StrokeLog):
+        hint = "; pass its .log" if isinstance(log, PaintResult) else ""
+        raise TypeError(f"log must be a StrokeLog (load_stroke_log(path), or a PaintResult's .log), got "
+                        f"{type(log).__name__}{hint}")
     started = time.perf_counter()
     feedback = _Feedback(bool(verbose), progress)
     try:
@@ -363,6 +371,12 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
     # so it runs on the replay's device whatever backend the painting used.
     settings = replace(settings, backend="auto", background=parse_background(settings.background))
     if generator is None:
+        if log.generator not in generator_names():
+            raise PaintingError(f"the stroke log was painted with generator {log.generator!r}, which the registry "
+                                f"does not hold: pass it, replay(log, generator=...)")
+        if weights is None and log.weights is not None and not Path(log.weights).exists():
+            raise PaintingError(f"the logged weights {log.weights} are gone (moved or deleted?); give their place: "
+                                f"replay(log, weights=PATH), or cpia replay --weights PATH")
         weights = weights or log.weights
         generator = _resolve_generator(log.generator, weights, device, settings.backend)
     else:  # the logged weights path is only a record here: it may have moved
@@ -375,7 +389,10 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         if layer_info.name != log.layer_name:
             raise PaintingError(f"the stroke log was painted at layer {log.layer} = {log.layer_name!r}, but layer "
                                 f"{log.layer} of {generator.name} is {layer_info.name!r}")
-        _check_settings(settings, layer_info, inputs.device)
+        try:
+            _check_settings(settings, layer_info, inputs.device)
+        except TypeError as error:  # a hand-edited log: tau = 4.0, say
+            raise PaintingError(f"the stroke log's settings: {error}") from None
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
             estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
@@ -385,17 +402,28 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         log = replace(copy.deepcopy(log), weights=None if weights is None else str(Path(weights).resolve()),
                       versions=current_versions())
         content_image = _content_image(generator, inputs, context)
+        if tuple(log.region_masks.shape[-2:]) != tuple(content_image.shape[-2:]):
+            raise PaintingError(f"damaged stroke log: region masks of {tuple(log.region_masks.shape[-2:])} for an "
+                                f"image of {tuple(content_image.shape[-2:])}")
         plan = [Region(mask=mask, label=label, score=score)
                 for mask, label, score in zip(log.region_masks, log.region_labels, log.region_scores)]
         order = log.order.to(inputs.device)
         ranges = log.region_stroke_ranges()
+        most_channels = int((order >= 0).sum(0).max()) if order.numel() else 0
+        if most_channels > settings.tau:
+            raise PaintingError(f"damaged stroke log: a location has {most_channels} channels painted, more than "
+                                f"its tau = {settings.tau}")
 
         def step(index: int, activation: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
             if order.shape != activation.shape:
                 raise PaintingError(f"damaged stroke log: its order has shape {tuple(order.shape)}, but layer "
                                     f"{layer_info.index} gives an activation of shape {tuple(activation.shape)}")
             start, stop = ranges[index]
-            return (order >= start) & (order < stop)
+            painted = (order >= start) & (order < stop)
+            if bool((painted & ~allowed).any()):
+                raise PaintingError(f"damaged stroke log: the strokes of region {index} "
+                                    f"({log.region_labels[index]!r}) paint outside its mask")
+            return painted
 
         painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, feedback,
                                           timer)
@@ -535,6 +563,18 @@ def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device)
     probe = torch.zeros((layer.channels, 1, 1), dtype=torch.float32, device=device)
     channel_flush(probe, settings.tau, backend=settings.backend)
     channel_stroke(probe, settings.tau, **settings.stroke_options())
+
+
+def _check_loggable(settings: PaintSettings, condition: dict[str, Any]) -> None:
+    """Refuse, before painting, a setting or a condition that the stroke log's JSON cannot hold."""
+    values = [(setting.name, getattr(settings, setting.name)) for setting in fields(settings)]
+    values += [(f"condition[{key!r}]", value) for key, value in condition.items() if not isinstance(value, torch.Tensor)]
+    for name, value in values:
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise PaintingError(f"{name} cannot be saved in the stroke log, so the painting could not be replayed "
+                                f"({error})") from None
 
 
 def _check_memory(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,
@@ -873,7 +913,7 @@ def _paint_step(activation: torch.Tensor, allowed: torch.Tensor, painted: torch.
     count = int(kept.sum())
     step_order = torch.where(kept, 0, -1).to(torch.int32)
     records = torch.tensor([[-1, -1, -1, count, settings.tau]] if count else [], dtype=torch.int32).view(-1, 5)
-    return step_order, records, "flush"
+    return step_order, records, FLUSHED
 
 
 # ---------------------------------------------------------------------------------------------

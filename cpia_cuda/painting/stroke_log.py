@@ -1,7 +1,8 @@
 """The stroke log: everything needed to re-render a painting, frame by frame.
 
 A log is two files with one stem: ``stroke_log.json`` (parameters, plan labels and scores, generator
-name, weights path and condition, versions, frame stroke counts) and ``stroke_log.npz`` (arrays):
+name, weights path and condition, versions, frame stroke counts, the NPZ's SHA-256) and
+``stroke_log.npz`` (arrays):
 
 | NPZ key | content |
 |---|---|
@@ -18,6 +19,7 @@ takes the value of the step image of the region its stroke belongs to).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import platform
@@ -29,9 +31,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._ops import STOP_REASONS
+
 STROKE_COLUMNS = ("region", "channel", "row", "col", "pixels", "channels")
 LOG_FORMAT = "cpia-stroke-log/1"
 _TENSOR_TAG = "__tensor__"
+# A region's stop reason: the stroke op's, or one of these (a flush region; a region too small or thin
+# to own a cell of the layer grid).
+FLUSHED = "flush"
+NO_LAYER_CELLS = "no_layer_cells"
+REGION_STOP_REASONS = (*STOP_REASONS, FLUSHED, NO_LAYER_CELLS)
 
 
 @dataclass
@@ -83,10 +92,12 @@ class StrokeLog:
         np.savez_compressed(buffer, **arrays)
         return buffer.getvalue()
 
-    def json_text(self, npz_name: str) -> str:
+    def json_text(self, npz_name: str, npz_digest: str | None = None) -> str:
+        """The JSON part; ``npz_digest`` (:func:`npz_sha256` of the NPZ written beside it) ties the pair."""
         document = {
             "format": LOG_FORMAT,
             "npz": npz_name,
+            **({"npz_sha256": npz_digest} if npz_digest is not None else {}),
             "generator": {"name": self.generator, "weights": self.weights,
                           "condition": {k: _TENSOR_TAG if isinstance(v, torch.Tensor) else v
                                         for k, v in self.condition.items()}},
@@ -103,6 +114,10 @@ class StrokeLog:
             "versions": self.versions,
         }
         return json.dumps(document, indent=2) + "\n"
+
+
+def npz_sha256(npz: bytes) -> str:
+    return hashlib.sha256(npz).hexdigest()
 
 
 def current_versions() -> dict[str, str]:
@@ -143,28 +158,85 @@ def load_stroke_log(path: str | Path) -> StrokeLog:
     The two files are read as a pair with one stem (the JSON's ``npz`` entry names the file as it
     was written), and checked against each other; a log whose parts disagree is refused.
     """
+    if Path(path).is_file() and Path(path).suffix not in (".json", ".npz"):
+        raise ValueError(f"{path} is not a stroke log: expected its .json or .npz, their common stem, or the "
+                         f"output folder holding stroke_log.json")
     json_path, npz_path = log_paths(path)
-    for needed in (json_path, npz_path):
-        if not needed.is_file():
-            raise FileNotFoundError(f"stroke log file not found: {needed}")
+    if not json_path.is_file():
+        raise FileNotFoundError(f"stroke log file not found: {json_path}")
     try:
         document = json.loads(json_path.read_text())
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise ValueError(f"{json_path} is not a cpia stroke log: not JSON ({error})") from None
     if not isinstance(document, dict) or document.get("format") != LOG_FORMAT:
         raise ValueError(f"{json_path} is not a cpia stroke log (expected format {LOG_FORMAT!r})")
+    if not npz_path.is_file():
+        raise FileNotFoundError(f"stroke log file not found: {npz_path} (the arrays of {json_path.name})")
+    npz = npz_path.read_bytes()
+    if "npz_sha256" in document and document["npz_sha256"] != npz_sha256(npz):
+        raise ValueError(f"{npz_path} is not the NPZ that {json_path.name} was written with (their digests differ: "
+                         f"a changed file, or the halves of two logs)")
     try:
-        return _read_log(document, npz_path)
-    except (KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+        _check_fields(document)
+        return _read_log(document, npz)
+    except (KeyError, TypeError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as error:
         detail = str(error) if type(error) is ValueError else repr(error)
         raise ValueError(f"{json_path}: damaged stroke log ({detail})") from None
 
 
-def _read_log(document: dict[str, Any], npz_path: Path) -> StrokeLog:
-    with np.load(npz_path) as arrays:
-        order = torch.from_numpy(arrays["order"].astype(np.int32))
-        strokes = torch.from_numpy(arrays["strokes"].astype(np.int32))
-        masks = np.unpackbits(arrays["region_masks"], axis=-1, count=document["region_mask_shape"][-1]).astype(bool)
+def _check_fields(document: dict[str, Any]) -> None:
+    """Raise ValueError naming the first field of the JSON whose type or value no writer gives it."""
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def is_counts(value: Any, length: int | None = None) -> bool:
+        return (isinstance(value, list) and (length is None or len(value) == length)
+                and all(is_int(item) and item >= 0 for item in value))
+
+    generator, layer, content = document.get("generator"), document.get("layer"), document.get("content")
+    expected = [
+        ("generator", isinstance(generator, dict)),
+        ("generator.name", isinstance(generator, dict) and isinstance(generator.get("name"), str)),
+        ("generator.weights", isinstance(generator, dict) and isinstance(generator.get("weights"), (str, type(None)))),
+        ("generator.condition", isinstance(generator, dict) and isinstance(generator.get("condition"), dict)),
+        ("layer.index", isinstance(layer, dict) and is_int(layer.get("index")) and layer["index"] >= 1),
+        ("layer.name", isinstance(layer, dict) and isinstance(layer.get("name"), str)),
+        ("layer.shape", isinstance(layer, dict) and is_counts(layer.get("shape"), 3)),
+        ("settings", isinstance(document.get("settings"), dict)),
+        ("content.shape", isinstance(content, dict) and is_counts(content.get("shape"))),
+        ("region_mask_shape", is_counts(document.get("region_mask_shape"), 3)),
+        ("num_strokes", is_int(document.get("num_strokes"))),
+        ("frame_strokes", is_counts(document.get("frame_strokes"))),
+        ("versions", isinstance(document.get("versions"), dict)),
+        ("plan", isinstance(document.get("plan"), list) and all(isinstance(r, dict) for r in document["plan"])),
+    ]
+    for name, fits in expected:
+        if not fits:
+            raise ValueError(f"field {name} is missing or of the wrong type")
+    for number, region in enumerate(document["plan"]):
+        score = region.get("score")
+        if not (isinstance(region.get("label"), str) and isinstance(score, (int, float))
+                and not isinstance(score, bool) and is_int(region.get("strokes")) and region["strokes"] >= 0):
+            raise ValueError(f"plan[{number}] needs a label (text), a score (number) and strokes (a count)")
+        if region.get("stop_reason") not in REGION_STOP_REASONS:
+            raise ValueError(f"plan[{number}].stop_reason must be one of {', '.join(REGION_STOP_REASONS)}, got "
+                             f"{region.get('stop_reason')!r}")
+    if list(document.get("stroke_columns", STROKE_COLUMNS)) != list(STROKE_COLUMNS):
+        raise ValueError(f"stroke_columns must be {list(STROKE_COLUMNS)}, got {document['stroke_columns']}")
+
+
+def _read_log(document: dict[str, Any], npz: bytes) -> StrokeLog:
+    with np.load(io.BytesIO(npz)) as arrays:
+        for name in ("order", "strokes"):  # written as int32: another type is another file
+            if arrays[name].dtype != np.int32:
+                raise ValueError(f"{name} must be int32, got {arrays[name].dtype}")
+        order = torch.from_numpy(arrays["order"])
+        strokes = torch.from_numpy(arrays["strokes"])
+        packed, mask_shape = arrays["region_masks"], document["region_mask_shape"]
+        if packed.dtype != np.uint8 or packed.ndim != 3 or packed.shape[-1] != -(-mask_shape[-1] // 8):
+            raise ValueError(f"region masks packed as {packed.dtype} {list(packed.shape)} cannot hold "
+                             f"{mask_shape}")
+        masks = np.unpackbits(packed, axis=-1, count=mask_shape[-1]).astype(bool)
         content = _expand_content(arrays["content"])
         generator = document["generator"]
         condition = {name: torch.from_numpy(arrays[f"condition.{name}"]) if value == _TENSOR_TAG else value
