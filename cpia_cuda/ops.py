@@ -142,6 +142,8 @@ def _check_bool_tensor(name: str, value: torch.Tensor, Y: torch.Tensor) -> None:
         raise TypeError(f"{name} must be a bool tensor, got {type(value).__name__}")
     if value.dtype != torch.bool:
         raise TypeError(f"{name} must be a bool tensor, got {value.dtype}")
+    if value.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got the layout {value.layout}")
     if value.device != Y.device:
         raise ValueError(f"{name} must be on the same device as Y ({Y.device}), got {value.device}")
 
@@ -178,6 +180,10 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
     if isinstance(brush, torch.Tensor):
         if brush.dtype != torch.bool:
             raise TypeError(f"brush must be an int z >= 0 or a bool (kh, kw) tensor, got a {brush.dtype} tensor")
+        if brush.layout != torch.strided:
+            raise TypeError(f"brush must be a dense tensor, got the layout {brush.layout}")
+        if brush.device.type == "meta":
+            raise ValueError("brush must be a tensor with values (CPU or CUDA), got a meta tensor")
         if brush.dim() != 2 or brush.shape[0] % 2 == 0 or brush.shape[1] % 2 == 0:
             raise ValueError(f"brush must be a 2-D tensor with odd sides, got shape {tuple(brush.shape)}")
         centre_h, centre_w = brush.shape[0] // 2, brush.shape[1] // 2
@@ -262,8 +268,11 @@ def distance_weights(channel_cost: float, sigma: float, height: int, width: int)
     ``MAX_DISTANCE_WEIGHTS`` entries (sigma in the thousands on an image thousands of pixels a
     side) is refused.
     """
+    channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)
+    sigma = _check_real("sigma", sigma, 0.0, math.inf, low_open=True)
+    height, width = _check_int("height", height, 0), _check_int("width", width, 0)
     max_d2 = max(height - 1, 0) ** 2 + max(width - 1, 0) ** 2
-    key = (float(channel_cost), float(sigma), max_d2)
+    key = (channel_cost, sigma, max_d2)
     with _table_cache_lock:
         values = _table_cache.get(key)
         if values is not None:
@@ -395,7 +404,8 @@ def _stroke_result(args: tuple, outputs: tuple, batched: bool) -> StrokeResult:
     order, records, counts, reasons, channel_counts = outputs
     allowed_counts = allowed4.sum(dim=(1, 2)).clamp(min=1).to(torch.float32)
     coverage = channel_counts.to(torch.float32) / allowed_counts.unsqueeze(1)
-    strokes = list(torch.split(records, counts.tolist())) if order.shape[0] else []
+    # each image's own tensor, not a view of the batch's (which pickling one would write out whole)
+    strokes = [part.clone() for part in torch.split(records, counts.tolist())] if order.shape[0] else []
     stop_reasons = [_ops.STOP_REASONS[int(r)] for r in reasons.tolist()]
     if batched:
         return StrokeResult(order=order, strokes=strokes, stop_reason=stop_reasons, coverage=coverage)

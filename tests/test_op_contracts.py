@@ -38,6 +38,14 @@ Y = torch.rand(3, 4, 5)
         ({"allowed": torch.ones(4, 5)}, TypeError, "allowed must be a bool tensor, got torch.float32"),
         ({"init_mask": torch.zeros(3, 4, 4, dtype=torch.bool)}, ValueError, r"init_mask must have the shape of Y \(3, 4, 5\), got \(3, 4, 4\)"),
         ({"backend": "gpu"}, ValueError, "backend must be one of 'auto', 'reference', 'cpu', 'cuda', got 'gpu'"),
+        ({"allowed": torch.ones(4, 5, dtype=torch.bool).to_sparse()}, TypeError,
+         "allowed must be a dense tensor, got the layout torch.sparse_coo"),
+        ({"init_mask": torch.zeros(3, 4, 5, dtype=torch.bool).to_sparse()}, TypeError,
+         "init_mask must be a dense tensor, got the layout torch.sparse_coo"),
+        ({"brush": torch.ones(3, 3, dtype=torch.bool).to_sparse()}, TypeError,
+         "brush must be a dense tensor, got the layout torch.sparse_coo"),
+        ({"brush": torch.ones(3, 3, dtype=torch.bool, device="meta")}, ValueError,
+         "brush must be a tensor with values .* got a meta tensor"),
     ],
 )
 def test_stroke_argument_errors(kwargs, error, message):
@@ -65,6 +73,25 @@ def test_stroke_argument_errors(kwargs, error, message):
 def test_activation_errors(op, bad, error, message):
     with pytest.raises(error, match=message):
         op(bad, 1)
+
+
+@pytest.mark.parametrize("args, error, message", [
+    ((float("nan"), 4.0, 8, 8), ValueError, r"channel_cost must be in \[0, 1\], got nan"),
+    ((2.0, 4.0, 8, 8), ValueError, r"channel_cost must be in \[0, 1\], got 2"),
+    ((0.5, -1.0, 8, 8), ValueError, r"sigma must be in \(0, inf\), got -1"),
+    ((0.5, torch.tensor(4.0), 8, 8), TypeError, "sigma must be a real number, got Tensor"),
+    ((0.5, "4", 8, 8), TypeError, "sigma must be a real number, got str"),
+    ((0.5, 4.0, -2, 8), ValueError, "height must be >= 0, got -2"),
+    ((0.5, 4.0, 8, 8.0), TypeError, "width must be an int, got float"),
+])
+def test_distance_weight_argument_errors(args, error, message):
+    with pytest.raises(error, match=message):
+        distance_weights(*args)
+
+
+def test_batch_strokes_are_tensors_of_their_own():
+    result = channel_stroke(torch.rand(2, 3, 4, 5), 2, max_strokes=4)
+    assert all(strokes.untyped_storage().nbytes() == strokes.numel() * 4 for strokes in result.strokes)
 
 
 def test_flush_errors():
