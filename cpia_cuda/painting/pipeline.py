@@ -11,7 +11,7 @@
    so it is encoded once and the regions only restrict where strokes go.
 3. **Render.** The painted activation ``Y * M`` is decoded through the rest of the generator and laid
    on paper with the post-generator mask (:mod:`cpia_cuda.painting.render`), for the final image and
-   for progressive frames taken every k strokes.
+   for progressive frames (F spread over the run, or one every k strokes).
 
 Everything the frames need is in the :class:`~cpia_cuda.painting.stroke_log.StrokeLog`; :func:`replay`
 re-renders a painting from it.
@@ -265,7 +265,7 @@ def paint(
             Default none: multistyle26 then paints style 0; the others need theirs.
         layer: the operating layer l (index or name); default the middle operable layer.
         mode: ``"stroke"`` (Alg. 1) or ``"flush"`` (Eq. 3).
-        tau: channels per location; default C // 4.
+        tau: channels per location; default max(1, C // 4).
         brush, m, p, channel_cost, sigma, min_response, max_strokes, max_coverage: as in
             :func:`cpia_cuda.channel_stroke`; the stopping limits apply per region.
         planner: a planner name (``"segments"``, ``"yolo"``, ``"maskrcnn"``), a Planner, or None for

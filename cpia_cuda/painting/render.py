@@ -13,8 +13,9 @@ with every channel stroked gives back the generator's plain output.
 
 Progressive frames are rendered at a preview size. For fully convolutional (image-to-image)
 generators the masked activation is area-downsampled to the preview's layer grid and decoded there
-(cheap, so a 4096 px painting can show 512 px frames); a GAN has a fixed activation size, so its
-frames are decoded at full size and the canvas is resized.
+(cheap, so a 4096 px painting can show 512 px frames); a GAN has a fixed activation size, and a
+HookedGenerator's module is not known to be convolutional, so their frames are decoded at full size
+and the canvas is resized.
 """
 
 from __future__ import annotations
