@@ -260,7 +260,8 @@ def test_replay_refuses_a_log_whose_arrays_do_not_fit(image_file, tmp_path, caps
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d["layer"].update(index=4), "painted at layer 4 = 'res.2', but layer 4 of multistyle26 is"),
+    (lambda d: (d["layer"].update(index=4), d["settings"].update(layer=4)),
+     "painted at layer 4 = 'res.2', but layer 4 of multistyle26 is"),
     (lambda d: d["settings"].update(step_fill="bogus"), "step_fill must be one of"),
     (lambda d: d["settings"].update(mode="bogus"), "mode must be one of"),
     (lambda d: d["settings"].update(background=[2, 0, 0]), "background must be"),
@@ -281,6 +282,9 @@ def test_replay_refuses_a_log_whose_arrays_do_not_fit(image_file, tmp_path, caps
     (lambda d: d["plan"][0].update(stop_reason=7), "plan[0].stop_reason must be one of max_strokes"),
     (lambda d: d["plan"][0].update(score="high"), "plan[0] needs a label (text), a score (number)"),
     (lambda d: d.update(stroke_columns=d["stroke_columns"][::-1]), "stroke_columns must be"),
+    (lambda d: d["settings"].update(seed=-1), "the stroke log's settings: seed must be an int in [0, 2^63 - 1]"),
+    (lambda d: d["settings"].update(backend="tpu"), "the stroke log's settings: backend must be one of auto"),
+    (lambda d: d["settings"].update(layer=4), "its settings say layer 4, its layer entry 5"),
 ])
 def test_replay_refuses_a_log_whose_json_does_not_fit(image_file, tmp_path, capsys, edit, message):
     out = tmp_path / "out"

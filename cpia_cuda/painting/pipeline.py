@@ -42,7 +42,7 @@ from .._devices import device_problem
 from .._seeds import is_seed
 from ..generators import DEFAULT_GENERATOR, generator_names, load_generator
 from ..generators.base import Generator, Layer
-from ..ops import channel_flush, channel_stroke
+from ..ops import BACKENDS, channel_flush, channel_stroke
 from ..planning.base import Planner, PlanningError, Region
 from ..planning.order import POLICIES, check_labels, check_regions, order_regions, resolve_overlaps
 from ..planning.registry import PLANNERS, make_planner, planner_names
@@ -367,6 +367,15 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         settings = PaintSettings(**log.settings)
     except TypeError as error:  # a log written with other settings than this version has
         raise PaintingError(f"the stroke log's settings do not fit this version of cpia_cuda: {error}") from None
+    # Settings the replay does not use are still copied into its log: they must be ones paint takes.
+    if not is_seed(settings.seed):
+        raise PaintingError(f"the stroke log's settings: seed must be an int in [0, 2^63 - 1], got {settings.seed!r}")
+    if settings.backend not in BACKENDS:
+        raise PaintingError(f"the stroke log's settings: backend must be one of {', '.join(BACKENDS)}, got "
+                            f"{settings.backend!r}")
+    if settings.layer != log.layer:
+        raise PaintingError(f"damaged stroke log: its settings say layer {settings.layer!r}, its layer entry "
+                            f"{log.layer}")
     # The strokes are not searched again; the comparison flush gives the same mask on every backend,
     # so it runs on the replay's device whatever backend the painting used.
     settings = replace(settings, backend="auto", background=parse_background(settings.background))
