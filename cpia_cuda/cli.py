@@ -385,12 +385,19 @@ def _neutral_condition(generator) -> dict[str, Any]:
 
 
 def command_replay(args: argparse.Namespace) -> int:
-    from .painting import load_stroke_log, replay, write_outputs
+    from .painting import ReplayMismatchWarning, load_stroke_log, replay, write_outputs
 
     started = time.perf_counter()
     log = load_stroke_log(args.log)
     _check_output(args.output, args.overwrite, gan=log.content.dim() != 3)
-    result = replay(log, weights=args.weights, device=resolve_device(args.device), verbose=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReplayMismatchWarning)
+        result = replay(log, weights=args.weights, device=resolve_device(args.device), verbose=True)
+    for warning in caught:
+        if issubclass(warning.category, ReplayMismatchWarning):
+            print(f"note: {warning.message}")
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     written = write_outputs(result, args.output, overwrite=args.overwrite, note=print)
     _report(result, written, time.perf_counter() - started)
     return 0

@@ -321,6 +321,18 @@ def test_replay_refuses_logs_damaged_past_the_digest(image_file, tmp_path, capsy
         assert message in err and "Traceback" not in err
 
 
+def test_replay_notes_pixels_that_differ_from_the_logged_painting(image_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["paint", str(image_file), *FAST, "-o", str(out)]) == 0
+    assert main(["replay", str(out), "-o", str(tmp_path / "same")]) == 0
+    assert "differs from the logged one" not in capsys.readouterr().out
+    document = json.loads((out / "stroke_log.json").read_text())
+    document["painting_sha256"] = "0" * 64  # as if the weights at the logged path had changed
+    (out / "stroke_log.json").write_text(json.dumps(document))
+    assert main(["replay", str(out), "-o", str(tmp_path / "again")]) == 0
+    assert "note: the replay's painting differs from the logged one" in capsys.readouterr().out
+
+
 def test_replay_of_another_output_file_says_what_a_log_is(image_file, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["paint", str(image_file), *FAST, "-o", str(out)]) == 0

@@ -344,6 +344,28 @@ def test_a_setting_the_log_cannot_hold_is_refused_before_painting_and_paths_are_
     assert settings.planner_options == {"weights": "/some/where.pt"}
 
 
+def test_a_replay_that_renders_other_pixels_than_the_log_records_warns(image, tmp_path):
+    import warnings
+
+    from cpia_cuda.painting import ReplayMismatchWarning
+    from cpia_cuda.painting.render import pixels_sha256
+
+    options = dict(condition={"style": 3}, layer=LAYER, tau=8, max_strokes=20, planner=HalvesPlanner(), frames=2)
+    result = paint(image, generator="multistyle26", **options)
+    assert result.log.painting_sha256 == pixels_sha256(result.image)
+    write_outputs(result, tmp_path)
+    log = load_stroke_log(tmp_path / "stroke_log.json")
+    assert log.painting_sha256 == result.log.painting_sha256
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReplayMismatchWarning)
+        assert torch.equal(replay(log).image, result.image)
+    other_weights = load_generator("multistyle26")
+    with torch.no_grad():
+        other_weights.expand[2].norm.beta.add_(0.05)  # weights changed at the logged path, say
+    with pytest.warns(ReplayMismatchWarning, match="differs from the logged one"):
+        replay(log, generator=other_weights)
+
+
 def test_replay_and_write_outputs_name_the_object_they_need(image, generator, tmp_path, capsys):
     result = _paint(image, generator, frames=2, max_strokes=5)
     with pytest.raises(TypeError, match="log must be a StrokeLog .* got PaintResult; pass its .log"):

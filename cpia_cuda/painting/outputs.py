@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .pipeline import PaintResult
-from .render import channel_palette
+from .render import channel_palette, to_uint8
 from .stroke_log import npz_sha256
 
 FRAME_MS = 120
@@ -268,11 +268,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # images and animations
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
-    return (image.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def png_bytes(image: torch.Tensor) -> bytes:

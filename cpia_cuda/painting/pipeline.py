@@ -30,6 +30,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -47,7 +48,7 @@ from ..planning.base import Planner, PlanningError, Region
 from ..planning.order import POLICIES, check_labels, check_regions, order_regions, resolve_overlaps
 from ..planning.registry import PLANNERS, make_planner, planner_names
 from .memory import MemoryEstimate, available_memory, estimate_memory, kept_frames_bytes
-from .render import (CanvasRenderer, frame_mask, frame_thresholds, parse_background, preview_shape,
+from .render import (CanvasRenderer, frame_mask, frame_thresholds, parse_background, pixels_sha256, preview_shape,
                      render_stroke_maps)
 from .stroke_log import FLUSHED, NO_LAYER_CELLS, StrokeLog, current_versions
 
@@ -60,6 +61,11 @@ WHOLE_IMAGE_LABEL = "image"
 
 class PaintingError(ValueError):
     """A painting cannot be made as asked (bad settings, nothing to paint, not enough memory)."""
+
+
+class ReplayMismatchWarning(UserWarning):
+    """A replay rendered other pixels than the painting its log records (other weights at the logged
+    path, other package versions, or another device's floating-point results)."""
 
 
 def plain_python(value: Any) -> Any:
@@ -436,8 +442,14 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
 
         painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, feedback,
                                           timer)
-        return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
-                       estimate, started, feedback, timer)
+        logged_pixels = log.painting_sha256
+        result = _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
+                         estimate, started, feedback, timer)
+        if logged_pixels is not None and result.log.painting_sha256 != logged_pixels:
+            warnings.warn("the replay's painting differs from the logged one (its pixels' SHA-256): the weights "
+                          "at the logged path, the package versions or the device differ from the painting's",
+                          ReplayMismatchWarning, stacklevel=2)
+        return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -954,6 +966,7 @@ def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, pa
     _check_kept_frames(len(log.frame_strokes), preview_shape(content_image.shape[-2:], settings.preview_size),
                        settings)
     image = renderer.render_full(painted, order >= 0).cpu()
+    log.painting_sha256 = pixels_sha256(image)
     with contextlib.closing(feedback.bar(len(log.frame_strokes), "frames")) as progress:
         frames = renderer.render_frames(painted, order, log.frame_strokes, settings.preview_size,
                                         settings.frame_batch, progress=progress.update)

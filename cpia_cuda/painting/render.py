@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +61,16 @@ def parse_background(background: Any) -> Color:
 def stroke_opacity(count: torch.Tensor, tau: int) -> torch.Tensor:
     """Opacity of the post-generator mask: ``min(1, count / tau)`` per location (float32)."""
     return (count.to(torch.float32) / float(tau)).clamp_(0.0, 1.0)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, the pixels of the written images."""
+    return (image.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def pixels_sha256(image: torch.Tensor) -> str:
+    """SHA-256 of ``to_uint8(image)``: the painting's pixels as ``painting.png`` holds them."""
+    return hashlib.sha256(np.ascontiguousarray(to_uint8(image)).tobytes()).hexdigest()
 
 
 def frame_thresholds(total_strokes: int, frames: int | None = None, every: int | None = None) -> list[int]:

@@ -1,8 +1,8 @@
 """The stroke log: everything needed to re-render a painting, frame by frame.
 
 A log is two files with one stem: ``stroke_log.json`` (parameters, plan labels and scores, generator
-name, weights path and condition, versions, frame stroke counts, the NPZ's SHA-256) and
-``stroke_log.npz`` (arrays):
+name, weights path and condition, versions, frame stroke counts, the NPZ's SHA-256, the SHA-256 of
+the final painting's pixels) and ``stroke_log.npz`` (arrays):
 
 | NPZ key | content |
 |---|---|
@@ -62,6 +62,8 @@ class StrokeLog:
     settings: dict[str, Any]
     frame_strokes: list[int]
     versions: dict[str, str] = field(default_factory=lambda: current_versions())
+    # SHA-256 of the final painting's pixels (render.pixels_sha256), which a replay compares with its own
+    painting_sha256: str | None = None
 
     @property
     def num_strokes(self) -> int:
@@ -112,6 +114,7 @@ class StrokeLog:
             "stroke_columns": list(STROKE_COLUMNS),
             "frame_strokes": self.frame_strokes,
             "versions": self.versions,
+            **({"painting_sha256": self.painting_sha256} if self.painting_sha256 is not None else {}),
         }
         return json.dumps(document, indent=2) + "\n"
 
@@ -208,6 +211,7 @@ def _check_fields(document: dict[str, Any]) -> None:
         ("num_strokes", is_int(document.get("num_strokes"))),
         ("frame_strokes", is_counts(document.get("frame_strokes"))),
         ("versions", isinstance(document.get("versions"), dict)),
+        ("painting_sha256", isinstance(document.get("painting_sha256"), (str, type(None)))),
         ("plan", isinstance(document.get("plan"), list) and all(isinstance(r, dict) for r in document["plan"])),
     ]
     for name, fits in expected:
@@ -256,6 +260,7 @@ def _read_log(document: dict[str, Any], npz: bytes) -> StrokeLog:
         weights=generator["weights"], condition=condition, layer=int(document["layer"]["index"]),
         layer_name=document["layer"]["name"], settings=document["settings"],
         frame_strokes=[int(k) for k in document["frame_strokes"]], versions=document["versions"],
+        painting_sha256=document.get("painting_sha256"),
     )
 
 
