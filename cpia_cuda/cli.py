@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("log", help="stroke_log.json, its .npz, their stem, or the output folder")
     replay.add_argument("-o", "--output", required=True, help="output folder")
     replay.add_argument("--weights", help="weights, when the logged path has moved")
-    replay.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    replay.add_argument("--device", help="cpu, cuda or cuda:N (default: the kind that painted, cpu or cuda, when "
+                                         "available here, else cpu)")
     replay.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
     demo = commands.add_parser("demo", help="paint scikit-image's astronaut with the embedded model")
@@ -392,7 +393,8 @@ def command_replay(args: argparse.Namespace) -> int:
     _check_output(args.output, args.overwrite, gan=log.content.dim() != 3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReplayMismatchWarning)
-        result = replay(log, weights=args.weights, device=resolve_device(args.device), verbose=True)
+        device = None if args.device is None else resolve_device(args.device)
+        result = replay(log, weights=args.weights, device=device, verbose=True)
     for warning in caught:
         if issubclass(warning.category, ReplayMismatchWarning):
             print(f"note: {warning.message}")

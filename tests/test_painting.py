@@ -1,7 +1,9 @@
 """The painting pipeline: identity at tau = C, plan order, accumulation, frames, replay, outputs, memory."""
 
+import dataclasses
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -10,8 +12,8 @@ import torch.nn.functional as F
 
 from cpia_cuda.generators import load_generator
 from cpia_cuda.generators.base import GeneratorError
-from cpia_cuda.painting import (PaintingError, frame_thresholds, load_stroke_log, paint, regions_at_layer, replay,
-                                write_outputs)
+from cpia_cuda.painting import (PaintingError, ReplayMismatchWarning, frame_thresholds, load_stroke_log, paint,
+                                regions_at_layer, replay, write_outputs)
 from cpia_cuda.painting import outputs as outputs_module
 from cpia_cuda.painting.pipeline import step_image
 from cpia_cuda.painting.render import CanvasRenderer
@@ -345,9 +347,6 @@ def test_a_setting_the_log_cannot_hold_is_refused_before_painting_and_paths_are_
 
 
 def test_a_replay_that_renders_other_pixels_than_the_log_records_warns(image, tmp_path):
-    import warnings
-
-    from cpia_cuda.painting import ReplayMismatchWarning
     from cpia_cuda.painting.render import pixels_sha256
 
     options = dict(condition={"style": 3}, layer=LAYER, tau=8, max_strokes=20, planner=HalvesPlanner(), frames=2)
@@ -364,6 +363,13 @@ def test_a_replay_that_renders_other_pixels_than_the_log_records_warns(image, tm
         other_weights.expand[2].norm.beta.add_(0.05)  # weights changed at the logged path, say
     with pytest.warns(ReplayMismatchWarning, match="differs from the logged one"):
         replay(log, generator=other_weights)
+
+
+def test_a_log_records_the_device_kind_that_painted_and_replay_checks_it(image, generator):
+    result = _paint(image, generator, max_strokes=5, frames=2)
+    assert result.log.settings["device"] == "cpu"
+    with pytest.raises(PaintingError, match="device must be 'cpu' or 'cuda', got 'tpu'"):
+        replay(dataclasses.replace(result.log, settings={**result.log.settings, "device": "tpu"}))
 
 
 def test_replay_and_write_outputs_name_the_object_they_need(image, generator, tmp_path, capsys):
@@ -897,6 +903,12 @@ def test_on_cuda_a_painting_is_close_to_the_cpu_painting_and_replays_identically
     write_outputs(on_cuda, tmp_path)
     again = replay(load_stroke_log(tmp_path / "stroke_log.json"), generator=cuda_generator)
     assert torch.equal(again.frames, on_cuda.frames) and torch.equal(again.image, on_cuda.image)
+    # Without a generator, a replay renders where the painting was made.
+    assert on_cuda.log.settings["device"] == "cuda" and on_cpu.log.settings["device"] == "cpu"
+    for painted in (on_cuda, on_cpu):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ReplayMismatchWarning)
+            assert torch.equal(replay(painted.log).image, painted.image)
 
 
 @needs_cuda

@@ -116,6 +116,8 @@ class PaintSettings:
     background: Sequence[float] = (1.0, 1.0, 1.0)
     step_fill: str = "mean"
     frame_batch: int = 8
+    # the kind of device that painted ("cpu" or "cuda"), where a replay renders by default
+    device: str | None = None
 
     def __post_init__(self):
         # numpy scalars (a tau read from an array, say) as Python ones, so the log's JSON takes them
@@ -324,7 +326,7 @@ def paint(
             last_labels=check_labels("last_labels", last_labels), reverse_order=reverse_order,
             frames=DEFAULT_FRAMES if frames is None and every is None else frames, every=every, seed=seed,
             backend=backend, preview_size=preview_size, background=parse_background(background),
-            step_fill=step_fill, frame_batch=frame_batch,
+            step_fill=step_fill, frame_batch=frame_batch, device=inputs.device.type,
         )
         _check_settings(settings, layer_info, inputs.device)
         _check_loggable(settings, condition)
@@ -355,7 +357,8 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         log: a log from :func:`load_stroke_log` or a PaintResult's ``log``.
         generator: the Generator to render with; default the logged registry generator, loaded.
         weights: weights path, when the logged one has moved (the returned log records it).
-        device: where to render (default: the generator's device, else CPU).
+        device: where to render (default: the given generator's device; else the kind of device that
+            painted, the log's ``settings["device"]``, where it is here, else the CPU).
         verbose: print the memory estimate and show progress bars.
         progress: as for :func:`paint`.
 
@@ -379,6 +382,8 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
     if settings.backend not in BACKENDS:
         raise PaintingError(f"the stroke log's settings: backend must be one of {', '.join(BACKENDS)}, got "
                             f"{settings.backend!r}")
+    if settings.device not in (None, "cpu", "cuda"):
+        raise PaintingError(f"the stroke log's settings: device must be 'cpu' or 'cuda', got {settings.device!r}")
     if settings.layer != log.layer:
         raise PaintingError(f"damaged stroke log: its settings say layer {settings.layer!r}, its layer entry "
                             f"{log.layer}")
@@ -393,6 +398,8 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
             raise PaintingError(f"the logged weights {log.weights} are gone (moved or deleted?); give their place: "
                                 f"replay(log, weights=PATH), or cpia replay --weights PATH")
         weights = weights or log.weights
+        if device is None:  # where it was painted, where that is here: the same floating-point results
+            device = "cuda" if settings.device == "cuda" and device_problem("cuda") is None else "cpu"
         generator = _resolve_generator(log.generator, weights, device, settings.backend)
     else:  # the logged weights path is only a record here: it may have moved
         generator = _resolve_generator(generator, weights, device, settings.backend)
