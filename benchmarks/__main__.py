@@ -2,7 +2,8 @@
 
 Prints a table (markdown) and writes it, with the machine and commit, to OUT/report.md; with
 --scaling also OUT/scaling.png and the scaling table. Files already in OUT are replaced only with
---overwrite.
+--overwrite. Exits with status 1 when a case failed or a backend's result differed from the
+reference's (the table is still written).
 """
 
 from __future__ import annotations
@@ -116,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     header = f"Machine: {machine_description()}\nCommit: {commit()}\n"
     print(header, flush=True)
     report = header + "\n"
+    failed = False
     if not args.skip_ops:
         rows = run_suite(backends, quick=args.quick, repeats=args.repeats, reference_device=args.reference_device,
                          log=lambda s: print(s, flush=True))
         report += format_table(rows) + "\n"
+        failed = any(row.backend == "failed" or (row.identical or "").startswith("NO") or "!=" in (row.identical or "")
+                     for row in rows)
     if args.scaling:
         points = run_scaling(backends, repeats=args.repeats, log=lambda s: print(s, flush=True))
         report += "\n" + format_scaling(points) + "\n"
@@ -132,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if paths:
         atomic_write_bytes(paths[0], report.encode())
-    return 0
+    if failed:
+        print("a case failed or a backend's result differed from the reference's (rows 'failed', 'NO', '!= cpu')",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

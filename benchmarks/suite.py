@@ -293,7 +293,8 @@ def run_suite(backends: tuple[str, ...], quick: bool = False, repeats: int = 3, 
         try:
             case_rows = run_case(case, backends, repeats, reference_device)
         except Exception as error:  # noqa: BLE001 - reported in the table, the other cases still run
-            case_rows = [Row(case.name, "failed", math.nan, note=f"{type(error).__name__}: {error}"[:300])]
+            message = " ".join(f"{type(error).__name__}: {error}".split())  # one table cell: one line
+            case_rows = [Row(case.name, "failed", math.nan, note=message[:300])]
         log(format_table(case_rows, header=False))
         rows += case_rows
     return rows
@@ -307,7 +308,7 @@ def format_table(rows: list[Row], header: bool = True) -> str:
         lines.append(
             f"| {row.case} | {row.backend} | {format_seconds(row.seconds)} | {row.strokes or ''} | "
             f"{f'{per_second:,.0f}' if per_second else ''} | {f'{1e6 / per_second:.2f}' if per_second else ''} | "
-            f"{f'{row.speedup:,.1f}x' if row.speedup else ''} | {row.identical or ''} | {row.note} |")
+            f"{f'{row.speedup:,.1f}x' if row.speedup else ''} | {row.identical or ''} | {row.note.replace('|', '/')} |")
     return "\n".join(lines)
 
 

@@ -13,8 +13,9 @@
 # OUTDIR holds only the results: gpu.txt, build.log, tests.log, tests.xml, benchmarks.log,
 # report.md (the benchmark table, then the tests' summary line). Tests whose packages are missing
 # skip and say why (pytest -rs). The report names the commit from git, or from CPIA_COMMIT where
-# the tree is a copy without .git. Each stage has a time limit (a hung kernel ends its stage, not
-# the run), and a test that runs for 2 minutes has its stack dumped to tests.log.
+# the tree is a copy without .git. Each stage has a time limit in seconds (a hung kernel ends its
+# stage, not the run): BUILD_TIMEOUT (420), TESTS_TIMEOUT (420), BENCHMARKS_TIMEOUT (300); a test
+# that runs for 2 minutes has its stack dumped to tests.log.
 set -euo pipefail
 usage="usage: scripts/verify_gpu.sh OUTDIR [--wheels DIR] [benchmark options]"
 out=${1:?$usage}
@@ -32,6 +33,8 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+# A stage cut short must not leave an earlier run's file in its place.
+rm -f "$out"/{gpu.txt,build.log,tests.log,tests.xml,benchmarks.log,report.md,scaling.png}
 [ -z "$wheels" ] || wheels=$(cd "$wheels" && pwd)
 cd "$(dirname "$(readlink -f "$0")")/.."
 python=${PYTHON:-python3}
@@ -40,14 +43,21 @@ started=$SECONDS
 stage() { echo "== $1 (at $((SECONDS - started)) s)"; }
 
 export CPIA_COMMIT=${CPIA_COMMIT:-$(git describe --always --dirty --abbrev=7 2>/dev/null || echo unknown)}
-{
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  "$python" -c "import sys, setuptools, torch
+{  # a record only: what is missing is named here, and the checks below decide
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "nvidia-smi: failed"
+  "$python" -c "import sys, torch
+try:
+    import setuptools
+    setuptools_version = setuptools.__version__
+except ImportError:
+    setuptools_version = 'missing'
 print('python', sys.version.split()[0], '| torch', torch.__version__, '(CUDA', str(torch.version.cuda) + ')',
-      '| setuptools', setuptools.__version__)
+      '| setuptools', setuptools_version)
 print('GPU seen by torch:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none',
-      '| compute capability', torch.cuda.get_device_capability(0) if torch.cuda.is_available() else '-')"
-  nvcc --version | tail -n 2 | head -n 1
+      '| compute capability', torch.cuda.get_device_capability(0) if torch.cuda.is_available() else '-')" ||
+    echo "python: cannot import torch"
+  { nvcc --version || "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" --version; } 2>/dev/null | grep release ||
+    echo "nvcc: not found (on PATH or in CUDA_HOME)"
   echo "commit $CPIA_COMMIT"
 } | tee "$out/gpu.txt"
 "$python" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'"
@@ -55,15 +65,19 @@ if [ -n "$wheels" ]; then
   stage "wheels from $wheels"
   site=$(mktemp -d)
   trap 'rm -rf "$site"' EXIT
-  to_install=("$wheels"/*.whl)
-  if "$python" -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)"; then
-    to_install=($(printf '%s\n' "${to_install[@]}" | grep -v '/setuptools-'))
-  fi
-  "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" "${to_install[@]}"
+  recent_setuptools=0
+  "$python" -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)" 2>/dev/null &&
+    recent_setuptools=1
+  to_install=()
+  for wheel in "$wheels"/*.whl; do
+    [[ $recent_setuptools == 1 && $(basename "$wheel") == setuptools-* ]] || to_install+=("$wheel")
+  done
+  [ ${#to_install[@]} -eq 0 ] ||
+    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" "${to_install[@]}"
   export PYTHONPATH="$site:$PYTHONPATH"
 fi
 stage build
-CPIA_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} timeout -k 10 420 "$python" setup.py build_ext --inplace >"$out/build.log" 2>&1 || {
+CPIA_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} timeout -k 10 "${BUILD_TIMEOUT:-420}" "$python" setup.py build_ext --inplace >"$out/build.log" 2>&1 || {
   tail -n 60 "$out/build.log"; exit 1; }
 tail -n 2 "$out/build.log"
 "$python" -c "import cpia_cuda._ops as o
@@ -71,12 +85,12 @@ assert o.cuda_kernels_available(), f'no CUDA kernels in the built extension (imp
 stage tests
 # The suite's result does not stop the benchmarks: both logs are wanted from one run.
 tests_status=0
-timeout -k 10 300 "$python" -m pytest -q -rs -p no:cacheprovider -o faulthandler_timeout=120 \
+timeout -k 10 "${TESTS_TIMEOUT:-420}" "$python" -m pytest -q -rs -p no:cacheprovider -o faulthandler_timeout=120 \
   --junitxml="$out/tests.xml" tests 2>&1 | tee "$out/tests.log" || tests_status=$?
 stage benchmarks
 benchmarks_status=0
-timeout -k 10 300 "$python" -m benchmarks --backends reference,cpu,cuda --reference-device cuda --out "$out" \
-  --overwrite "${benchmark_options[@]}" 2>&1 | tee "$out/benchmarks.log" || benchmarks_status=$?
+timeout -k 10 "${BENCHMARKS_TIMEOUT:-300}" "$python" -m benchmarks --backends reference,cpu,cuda \
+  --reference-device cuda --out "$out" --overwrite ${benchmark_options[@]+"${benchmark_options[@]}"} 2>&1 | tee "$out/benchmarks.log" || benchmarks_status=$?
 [ ! -f "$out/report.md" ] || printf '\nTests (exit status %s): %s\n' "$tests_status" "$(tail -n 1 "$out/tests.log")" \
   >>"$out/report.md"
 stage "done (tests exit status $tests_status, benchmarks exit status $benchmarks_status)"

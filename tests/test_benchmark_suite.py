@@ -63,7 +63,7 @@ def test_flush_case_compares_with_reference_and_topk():
 
 def test_a_failing_case_is_reported_and_the_others_still_run(monkeypatch):
     def out_of_memory():
-        raise RuntimeError("CUDA out of memory")
+        raise RuntimeError("CUDA out of memory.\nTried to allocate | 2 GiB\n")
 
     cases = [StrokeCase("broken", out_of_memory, 2), StrokeCase("tiny", lambda: correlated_activation((8, 6, 6)), 2,
                                                               dict(max_strokes=10))]
@@ -72,12 +72,25 @@ def test_a_failing_case_is_reported_and_the_others_still_run(monkeypatch):
     logged = []
     rows = suite.run_suite(("reference", "cpu"), repeats=1, log=logged.append)
     assert [(row.case, row.backend) for row in rows] == [("broken", "failed"), ("tiny", "reference"), ("tiny", "cpu")]
-    assert rows[0].note == "RuntimeError: CUDA out of memory"
+    assert rows[0].note == "RuntimeError: CUDA out of memory. Tried to allocate | 2 GiB"
+    assert format_table(rows[:1], header=False).count("\n") == 0 and "allocate / 2 GiB" in format_table(rows[:1])
     assert logged[0] == "# broken" and logged[1].startswith("| broken | failed |  |")  # rows logged as measured
     assert logged[3].count("\n") == 1 and "| tiny | cpu |" in logged[3]
     assert "| us/stroke |" in format_table(rows)
     cpu = rows[2]
     assert f"| {1e6 / cpu.strokes_per_second:.2f} |" in format_table(rows)
+
+
+@pytest.mark.parametrize("row", [suite.Row("case", "failed", float("nan"), note="RuntimeError: boom"),
+                                 suite.Row("case", "cpu", 1.0, 10, 2.0, "NO"),
+                                 suite.Row("case", "cuda", 1.0, 10, 2.0, "yes; != cpu")])
+def test_the_runner_exits_with_1_when_a_case_failed_or_differed(tmp_path, monkeypatch, capsys, row):
+    monkeypatch.setattr("benchmarks.__main__.run_suite", lambda *a, **k: [row])
+    assert benchmarks_main(["--backends", "cpu", "--out", str(tmp_path)]) == 1
+    assert f"| case | {row.backend} |" in (tmp_path / "report.md").read_text()  # the table is still written
+    assert "a case failed or a backend's result differed" in capsys.readouterr().err
+    monkeypatch.setattr("benchmarks.__main__.run_suite", lambda *a, **k: [suite.Row("case", "cpu", 1.0, 10, 2.0, "yes")])
+    assert benchmarks_main(["--backends", "cpu"]) == 0
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -337,7 +337,8 @@ def test_a_setting_the_log_cannot_hold_is_refused_before_painting_and_paths_are_
     import pathlib
 
     monkeypatch.setattr("cpia_cuda.painting.pipeline._paint_regions", lambda *a, **k: pytest.fail("painted"))
-    with pytest.raises(PaintingError, match=r"planner_options cannot be saved in the stroke log.*Object of type object"):
+    with pytest.raises(PaintingError, match=r"planner_options cannot be written to the stroke log file .*Object of type "
+                                            r"object"):
         _paint(image, generator, planner="segments", planner_options={"num_regions": object()})
     monkeypatch.undo()
     from cpia_cuda.painting.pipeline import PaintSettings
@@ -370,6 +371,27 @@ def test_a_log_records_the_device_kind_that_painted_and_replay_checks_it(image, 
     assert result.log.settings["device"] == "cpu"
     with pytest.raises(PaintingError, match="device must be 'cpu' or 'cuda', got 'tpu'"):
         replay(dataclasses.replace(result.log, settings={**result.log.settings, "device": "tpu"}))
+
+
+def test_a_condition_the_log_file_cannot_hold_paints_and_is_refused_when_written(tmp_path):
+    from cpia_cuda.generators import HookedGenerator
+
+    class Gained(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 3, 1)
+
+        def forward(self, x, gains=(1.0,)):
+            return torch.sigmoid(self.b(self.a(x) * gains[0]))
+
+    torch.manual_seed(0)
+    hooked = HookedGenerator(Gained(), ["a"], channels=[4])
+    result = paint(torch.rand(3, 24, 24), generator=hooked, layer="a", tau=2, planner=None, frames=2, max_strokes=5,
+                   condition={"gains": (torch.tensor(2.0),)})  # a tensor inside a tuple
+    assert torch.equal(replay(result.log, generator=hooked).image, result.image)
+    with pytest.raises(TypeError, match="condition 'gains' cannot be written to the stroke log file"):
+        write_outputs(result, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_replay_and_write_outputs_name_the_object_they_need(image, generator, tmp_path, capsys):

@@ -194,7 +194,7 @@ class MultiStyle26Generator(Generator):
             if isinstance(style, bool) or not 0 <= index < NUM_STYLES:
                 raise GeneratorError(f"style must be an int in 0..{NUM_STYLES - 1}, got {style!r}")
             style = index
-            weights = torch.zeros(1, NUM_STYLES, device=device)
+            weights = torch.zeros(1, NUM_STYLES, dtype=torch.float32, device=device)
             weights[0, style] = 1.0
             return StyleMix(weights)
         try:

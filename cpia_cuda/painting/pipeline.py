@@ -329,7 +329,7 @@ def paint(
             step_fill=step_fill, frame_batch=frame_batch, device=inputs.device.type,
         )
         _check_settings(settings, layer_info, inputs.device)
-        _check_loggable(settings, condition)
+        _check_loggable(settings)
         planner = _resolve_planner(planner, settings)
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
@@ -425,8 +425,9 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
                       versions=current_versions())
         content_image = _content_image(generator, inputs, context)
         if tuple(log.region_masks.shape[-2:]) != tuple(content_image.shape[-2:]):
-            raise PaintingError(f"damaged stroke log: region masks of {tuple(log.region_masks.shape[-2:])} for an "
-                                f"image of {tuple(content_image.shape[-2:])}")
+            raise PaintingError(f"the stroke log's region masks are {tuple(log.region_masks.shape[-2:])}, but "
+                                f"{generator.name} makes an image of {tuple(content_image.shape[-2:])} (a damaged log, "
+                                f"or another generator than the one that painted it)")
         plan = [Region(mask=mask, label=label, score=score)
                 for mask, label, score in zip(log.region_masks, log.region_labels, log.region_scores)]
         order = log.order.to(inputs.device)
@@ -593,16 +594,14 @@ def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device)
     channel_stroke(probe, settings.tau, **settings.stroke_options())
 
 
-def _check_loggable(settings: PaintSettings, condition: dict[str, Any]) -> None:
-    """Refuse, before painting, a setting or a condition that the stroke log's JSON cannot hold."""
-    values = [(setting.name, getattr(settings, setting.name)) for setting in fields(settings)]
-    values += [(f"condition[{key!r}]", value) for key, value in condition.items() if not isinstance(value, torch.Tensor)]
-    for name, value in values:
+def _check_loggable(settings: PaintSettings) -> None:
+    """Refuse, before painting, a setting that the stroke log's JSON file cannot hold. (A condition
+    of a generator of one's own may hold anything; the log file is refused when it is written.)"""
+    for setting in fields(settings):
         try:
-            json.dumps(value)
+            json.dumps(getattr(settings, setting.name))
         except (TypeError, ValueError) as error:
-            raise PaintingError(f"{name} cannot be saved in the stroke log, so the painting could not be replayed "
-                                f"({error})") from None
+            raise PaintingError(f"{setting.name} cannot be written to the stroke log file ({error})") from None
 
 
 def _check_memory(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer,

@@ -116,6 +116,12 @@ class StrokeLog:
             "versions": self.versions,
             **({"painting_sha256": self.painting_sha256} if self.painting_sha256 is not None else {}),
         }
+        for name, value in document["generator"]["condition"].items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"condition {name!r} cannot be written to the stroke log file: tensors are written "
+                                f"at the top level of the condition only ({error})") from None
         return json.dumps(document, indent=2) + "\n"
 
 
