@@ -120,8 +120,8 @@ class StrokeLog:
             try:
                 json.dumps(value)
             except (TypeError, ValueError) as error:
-                raise TypeError(f"condition {name!r} cannot be written to the stroke log file: tensors are written "
-                                f"at the top level of the condition only ({error})") from None
+                raise TypeError(f"condition {name!r} cannot be written to the stroke log file: a condition is a "
+                                f"tensor (kept in the NPZ) or a JSON value ({error})") from None
         return json.dumps(document, indent=2) + "\n"
 
 
