@@ -89,6 +89,18 @@ def test_distance_weight_argument_errors(args, error, message):
         distance_weights(*args)
 
 
+def test_a_stroke_whose_pixel_count_could_pass_int32_is_refused():
+    # p channels at each of 1025^2 locations a brush of 1025^2 cells reaches: 2048 * 1050625 > 2^31 - 1.
+    Y = torch.zeros(1, 1, 1).expand(2048, 1025, 1025)  # no memory
+    message = r"p times the locations a stroke reaches .* got p = 2048 and 1050625 locations"
+    with pytest.raises(ValueError, match=message):
+        channel_stroke(Y, 2048, p=2048, brush=512, max_strokes=10)
+    args = [Y.unsqueeze(0), torch.ones(1, 1025, 1025, dtype=torch.bool), None, make_brush(512),
+            distance_weights(0.5, 4.0, 1025, 1025), 2048, 0.8, 2048, 0.1, 10, None]
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.cpia.channel_stroke(*args)
+
+
 def test_batch_strokes_are_tensors_of_their_own():
     result = channel_stroke(torch.rand(2, 3, 4, 5), 2, max_strokes=4)
     assert all(strokes.untyped_storage().nbytes() == strokes.numel() * 4 for strokes in result.strokes)

@@ -299,7 +299,7 @@ class ImagePainter {
       // decided there in P's order by that thread (the count under tau is all they share), and the
       // cells run in parallel with no block barrier between the channels.
       for (int32_t j = threadIdx.x; j < a_.brush_cells; j += blockDim.x) {
-        const int32_t dh = a_.brush[2 * j], dw = a_.brush[2 * j + 1];
+        const int32_t dh = a_.brush[2 * int64_t{j}], dw = a_.brush[2 * int64_t{j} + 1];  // j may pass 2^30
         // Signed 64-bit: a brush offset may reach past either edge by up to 2^31.
         const int64_t hh = int64_t{h} + dh, ww = int64_t{w} + dw;
         if (hh < 0 || hh >= g_.H || ww < 0 || ww >= g_.W) continue;
