@@ -2,8 +2,8 @@
 
 Prints a table (markdown) and writes it, with the machine and commit, to OUT/report.md; with
 --scaling also OUT/scaling.png and the scaling table. Files already in OUT are replaced only with
---overwrite. Exits with status 1 when a case failed or a backend's result differed from the
-reference's (the table is still written).
+--overwrite. Exits with status 1 when a case failed, a backend's result differed from the
+reference's, or CUDA's from the CPU's (the table is still written).
 """
 
 from __future__ import annotations

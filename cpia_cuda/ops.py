@@ -393,10 +393,10 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
                          f"int32), got C*H*W = {C * H * W} and max_strokes = {max_strokes}")
     if max(C, H, W) > INT32_MAX:
         raise ValueError(f"C, H and W must each be below 2^31 (stroke records are int32), got {tuple(Y4.shape)}")
-    reach = min(brush_cells.numel(), H * W)  # a stroke switches on at most p channels where its brush reaches
-    if reach * p > INT32_MAX:
-        raise ValueError(f"p times the locations a stroke reaches (brush cells, at most H*W) must be at most 2^31 - 1 "
-                         f"(a stroke's pixel count is int32), got p = {p} and {reach} locations")
+    reach = min(int(brush_cells.count_nonzero()), H * W)  # a stroke switches on at most p channels where it reaches
+    if C > 0 and reach * p > INT32_MAX:
+        raise ValueError(f"p times the locations a stroke reaches (True brush cells, at most H*W) must be at most "
+                         f"2^31 - 1 (a stroke's pixel count is int32), got p = {p} and {reach} locations")
     weights = distance_weights(channel_cost, sigma, H, W).to(Y4.device)
     return (Y4.contiguous(), allowed4, init4, brush_cells, weights, tau, m, p, min_response, max_strokes, max_coverage)
 

@@ -107,10 +107,12 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
   TORCH_CHECK(y.size(1) <= std::numeric_limits<int32_t>::max() && y.size(2) <= std::numeric_limits<int32_t>::max() &&
                   y.size(3) <= std::numeric_limits<int32_t>::max(),
               "C, H and W must each be below 2^31 (stroke records are int32), got ", y.sizes());
-  // A stroke switches on at most p channels at each location its brush reaches.
-  const int64_t reach = std::min(brush.numel(), y.size(2) * y.size(3));
-  TORCH_CHECK(reach * p <= kInt32Max, "p times the locations a stroke reaches (brush cells, at most H*W) must be at most "
-              "2^31 - 1 (a stroke's pixel count is int32), got p = ", p, " and ", reach, " locations");
+  // A stroke switches on at most p channels at each location its brush reaches (with C > 0, p <= C < 2^31,
+  // so the product fits in int64; with C = 0 there are no strokes).
+  const int64_t reach = std::min(brush.count_nonzero().item<int64_t>(), y.size(2) * y.size(3));
+  TORCH_CHECK(y.size(1) == 0 || reach * p <= kInt32Max, "p times the locations a stroke reaches (True brush cells, at "
+              "most H*W) must be at most 2^31 - 1 (a stroke's pixel count is int32), got p = ", p, " and ", reach,
+              " locations");
   // The kernels' branch and bound relies on weights that never grow with distance, and a weight
   // above 1 could take a penalised score past the largest float.
   const at::Tensor weights = distance_weights.to(at::kCPU).contiguous();

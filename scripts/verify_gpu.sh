@@ -70,6 +70,7 @@ if [ -n "$wheels" ]; then
     recent_setuptools=1
   to_install=()
   for wheel in "$wheels"/*.whl; do
+    [ -e "$wheel" ] || continue  # no wheels there: the pattern itself
     [[ $recent_setuptools == 1 && $(basename "$wheel") == setuptools-* ]] || to_install+=("$wheel")
   done
   [ ${#to_install[@]} -eq 0 ] ||

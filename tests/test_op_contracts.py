@@ -99,6 +99,14 @@ def test_a_stroke_whose_pixel_count_could_pass_int32_is_refused():
             distance_weights(0.5, 4.0, 1025, 1025), 2048, 0.8, 2048, 0.1, 10, None]
     with pytest.raises(RuntimeError, match=message):
         torch.ops.cpia.channel_stroke(*args)
+    # Only the brush's True cells are reached (a call that passes would need Y's 8 GiB in memory).
+    holed = torch.ones(1025, 1025, dtype=torch.bool)
+    holed[0, 0] = False
+    holed_message = "got p = 2048 and 1050624 locations"
+    with pytest.raises(ValueError, match=holed_message):
+        channel_stroke(Y, 2048, p=2048, brush=holed, max_strokes=10)
+    with pytest.raises(RuntimeError, match=holed_message):
+        torch.ops.cpia.channel_stroke(*args[:3], holed, *args[4:])
 
 
 def test_batch_strokes_are_tensors_of_their_own():
@@ -126,6 +134,7 @@ def test_tau_and_p_are_checked_when_there_are_no_channels(backend):
     with pytest.raises(ValueError, match="tau must be >= 1, got -1"):
         channel_flush(Y0, -1, backend=backend)
     assert channel_flush(Y0, 3, backend=backend).shape == Y0.shape
+    assert channel_stroke(Y0, 2**62, p=2**62, backend=backend).num_strokes == 0  # no stroke, no pixel count
 
 
 def test_backend_device_mismatch():
@@ -185,6 +194,8 @@ def test_op_level_checks_use_the_same_words():
         torch.ops.cpia.channel_stroke(*no_channels[:7], 3, *no_channels[8:])
     with pytest.raises(RuntimeError, match="tau must be >= 1, got -5"):
         torch.ops.cpia.channel_flush(no_channels[0], allowed, -5)
+    huge = 2**62  # no pixel-count bound with no channels, and no int64 overflow computing one
+    assert torch.ops.cpia.channel_stroke(*no_channels[:5], huge, no_channels[6], huge, *no_channels[8:])[1].numel() == 0
     with pytest.raises(RuntimeError, match="Y must be float32, got Double"):
         torch.ops.cpia.channel_flush(Y4.double(), allowed, 1)
     # An argument on "meta" sends the call to the ops' Meta kernels (the fakes): the device check still holds.
