@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_suite(backends, quick=args.quick, repeats=args.repeats, reference_device=args.reference_device,
                          log=lambda s: print(s, flush=True))
         report += format_table(rows) + "\n"
-        failed = any(row.backend == "failed" or (row.identical or "").startswith("NO") or "!=" in (row.identical or "")
-                     for row in rows)
+        failed = any(row.failed for row in rows)
     if args.scaling:
         points = run_scaling(backends, repeats=args.repeats, log=lambda s: print(s, flush=True))
         report += "\n" + format_scaling(points) + "\n"

@@ -52,6 +52,11 @@ class Row:
     note: str = ""
 
     @property
+    def failed(self) -> bool:
+        """The case failed, or this backend's result differed from the reference's or CUDA's from the CPU's."""
+        return self.backend == "failed" or (self.identical or "").startswith("NO") or "!=" in (self.identical or "")
+
+    @property
     def strokes_per_second(self) -> Optional[float]:
         return None if not self.strokes or not self.seconds else self.strokes / self.seconds
 

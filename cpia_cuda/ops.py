@@ -271,6 +271,11 @@ def distance_weights(channel_cost: float, sigma: float, height: int, width: int)
     channel_cost = _check_real("channel_cost", channel_cost, 0.0, 1.0)
     sigma = _check_real("sigma", sigma, 0.0, math.inf, low_open=True)
     height, width = _check_int("height", height, 0), _check_int("width", width, 0)
+    return _distance_weight_table(channel_cost, sigma, height, width)
+
+
+def _distance_weight_table(channel_cost: float, sigma: float, height: int, width: int) -> torch.Tensor:
+    """:func:`distance_weights` for arguments already checked (floats, ints)."""
     max_d2 = max(height - 1, 0) ** 2 + max(width - 1, 0) ** 2
     key = (channel_cost, sigma, max_d2)
     with _table_cache_lock:
@@ -397,7 +402,7 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
     if C > 0 and reach * p > INT32_MAX:
         raise ValueError(f"p times the locations a stroke reaches (True brush cells, at most H*W) must be at most "
                          f"2^31 - 1 (a stroke's pixel count is int32), got p = {p} and {reach} locations")
-    weights = distance_weights(channel_cost, sigma, H, W).to(Y4.device)
+    weights = _distance_weight_table(channel_cost, sigma, H, W).to(Y4.device)
     return (Y4.contiguous(), allowed4, init4, brush_cells, weights, tau, m, p, min_response, max_strokes, max_coverage)
 
 

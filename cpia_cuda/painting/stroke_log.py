@@ -116,13 +116,16 @@ class StrokeLog:
             "versions": self.versions,
             **({"painting_sha256": self.painting_sha256} if self.painting_sha256 is not None else {}),
         }
-        for name, value in document["generator"]["condition"].items():
-            try:
-                json.dumps(value)
-            except (TypeError, ValueError) as error:
-                raise TypeError(f"condition {name!r} cannot be written to the stroke log file: a condition is a "
-                                f"tensor (kept in the NPZ) or a JSON value ({error})") from None
-        return json.dumps(document, indent=2) + "\n"
+        try:
+            return json.dumps(document, indent=2) + "\n"
+        except (TypeError, ValueError):  # the settings were checked before painting: name the condition
+            for name, value in document["generator"]["condition"].items():
+                try:
+                    json.dumps(value)
+                except (TypeError, ValueError) as error:
+                    raise TypeError(f"condition {name!r} cannot be written to the stroke log file: a condition is "
+                                    f"a tensor (kept in the NPZ) or a JSON value ({error})") from None
+            raise
 
 
 def npz_sha256(npz: bytes) -> str:
