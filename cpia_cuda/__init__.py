@@ -4,12 +4,16 @@ The ops (``channel_flush``, ``channel_stroke``) decompose a generator layer into
 ``paint`` runs the whole painting pipeline (plan regions, stroke each, render frames).
 """
 
+from .generators.base import GeneratorError
 from .ops import StrokeResult, channel_flush, channel_stroke, distance_weights, make_brush
-from .painting import PaintingError, PaintResult, StrokeLog, load_stroke_log, paint, replay, write_outputs
+from .painting import (PaintingError, PaintResult, PaintSettings, ReplayMismatchWarning, StrokeLog, load_stroke_log,
+                       paint, replay, write_outputs)
+from .planning.base import PlanningError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PaintResult", "PaintingError", "StrokeLog", "StrokeResult", "channel_flush", "channel_stroke",
-    "distance_weights", "load_stroke_log", "make_brush", "paint", "replay", "write_outputs", "__version__",
+    "GeneratorError", "PaintResult", "PaintSettings", "PaintingError", "PlanningError", "ReplayMismatchWarning",
+    "StrokeLog", "StrokeResult", "channel_flush", "channel_stroke", "distance_weights", "load_stroke_log",
+    "make_brush", "paint", "replay", "write_outputs",
 ]

@@ -1,5 +1,7 @@
 """The seeds the package takes (GAN latents, planners, paint()): ints in [0, MAX_SEED]."""
 
+from __future__ import annotations
+
 import numbers
 
 # torch.Generator seeds are 64-bit; non-negative, so that a seed means the same to numpy too.
@@ -7,5 +9,12 @@ MAX_SEED = 2**63 - 1
 
 
 def is_seed(value: object) -> bool:
-    """An int (numpy ints too, not bools) in [0, MAX_SEED]; each caller raises its own error."""
+    """An int (numpy ints too, not bools) in [0, MAX_SEED]."""
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and 0 <= value <= MAX_SEED
+
+
+def check_seed(value: object, error: type[Exception], name: str = "seed") -> int:
+    """``value`` as a plain int if it is a seed; else ``error`` (the caller's exception class) naming ``name``."""
+    if not is_seed(value):
+        raise error(f"{name} must be an int in [0, 2^63 - 1], got {value!r}")
+    return int(value)  # type: ignore[arg-type]

@@ -25,6 +25,9 @@ import numpy as np
 import torch
 
 from .generators.biggan import DEFAULT_TRUNCATION
+from .ops import BACKENDS
+from .painting.pipeline import DEFAULT_FRAMES, MODES, STEP_FILLS, paint
+from .painting.render import DEFAULT_PREVIEW_SIZE
 from .planning.order import POLICIES
 from .planning.registry import planner_names
 
@@ -72,34 +75,46 @@ def _labels(text: str) -> list[str]:
     return labels
 
 
+# The options' defaults are paint()'s own, so that the command and the Python API cannot drift apart.
+_PAINT_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(paint).parameters.items()}
+
+
 def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``paint`` and ``generate`` (defaults: those of ``paint()``)."""
+    default = _PAINT_DEFAULTS
     stroke = parser.add_argument_group("channel operation")
     stroke.add_argument("--layer", type=_layer, help="operating layer, index or name (default: the middle one)")
-    stroke.add_argument("--mode", choices=("stroke", "flush"), default="stroke",
-                        help="channel stroke (greedy strokes, default) or channel flush (top tau at once)")
-    stroke.add_argument("--tau", type=int, help="channels per location (default: C // 4)")
-    stroke.add_argument("--brush", type=int, default=1, help="brush half size z: a (2z+1)^2 box (default 1)")
-    stroke.add_argument("--m", type=float, default=0.8, help="stroke sensitivity in (0, 1] (default 0.8)")
-    stroke.add_argument("--p", type=int, default=1, help="stroke penetration, channels per stroke (default 1)")
-    stroke.add_argument("--channel-cost", type=float, default=0.5, help="g in [0, 1] (default 0.5)")
-    stroke.add_argument("--sigma", type=float, default=4.0, help="movement-cost width (default 4)")
-    stroke.add_argument("--min-response", type=_optional_real, default=0.1,
-                        help="stop a region below this fraction of its largest response (default 0.1; 0 still "
-                             "stops at negative responses, none never stops on the response)")
+    stroke.add_argument("--mode", choices=MODES, default=default["mode"],
+                        help=f"channel stroke (greedy strokes) or channel flush (top tau at once) "
+                             f"(default {default['mode']})")
+    stroke.add_argument("--tau", type=int, help="channels per location (default: max(1, C // 4))")
+    stroke.add_argument("--brush", type=int, default=default["brush"],
+                        help=f"brush half size z: a (2z+1)^2 box (default {default['brush']})")
+    stroke.add_argument("--m", type=float, default=default["m"],
+                        help=f"stroke sensitivity in (0, 1] (default {default['m']})")
+    stroke.add_argument("--p", type=int, default=default["p"],
+                        help=f"stroke penetration, channels per stroke (default {default['p']})")
+    stroke.add_argument("--channel-cost", type=float, default=default["channel_cost"],
+                        help=f"g in [0, 1] (default {default['channel_cost']})")
+    stroke.add_argument("--sigma", type=float, default=default["sigma"],
+                        help=f"movement-cost width (default {default['sigma']:g})")
+    stroke.add_argument("--min-response", type=_optional_real, default=default["min_response"],
+                        help=f"stop a region below this fraction of its largest response (default "
+                             f"{default['min_response']}; 0 still stops at negative responses, none never stops "
+                             f"on the response)")
     stroke.add_argument("--max-strokes", type=int, help="stop a region after this many strokes")
     stroke.add_argument("--max-coverage", type=float, help="stop a region at this covered fraction")
-    stroke.add_argument("--backend", default="auto", choices=("auto", "cpu", "cuda", "reference"),
+    stroke.add_argument("--backend", default=default["backend"], choices=BACKENDS,
                         help="implementation of the ops (default: the fused one for the device); all give "
                              "identical results")
 
     plan = parser.add_argument_group("plan")
-    plan.add_argument("--planner", default="segments", choices=(*planner_names(), "none"),
+    plan.add_argument("--planner", default=default["planner"], choices=(*planner_names(), "none"),
                       help="segments (default; covers every pixel), yolo or maskrcnn (COCO detectors), or none "
                            "(one region, the whole image)")
     plan.add_argument("--planner-option", type=_planner_option, action="append", default=[], metavar="KEY=VALUE",
                       help="planner option, e.g. num_regions=4 or weights=PATH (repeatable)")
-    plan.add_argument("--order", default="score", choices=POLICIES,
+    plan.add_argument("--order", default=default["order"], choices=POLICIES,
                       help="score (default), area, foreground-first or background-first (the background is "
                            "what no detected region covers: the segments planner leaves none)")
     plan.add_argument("--reverse-order", action="store_true", help="paint the regions in the opposite order")
@@ -109,20 +124,22 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
                       help="paint regions with these labels first (e.g. person; repeatable)")
     plan.add_argument("--last-labels", type=_labels, action="extend", default=[], metavar="LABEL[,LABEL...]",
                       help="paint regions with these labels last, the last listed at the very end")
-    plan.add_argument("--step-fill", default="mean", choices=("mean", "background", "none"),
+    plan.add_argument("--step-fill", default=default["step_fill"], choices=STEP_FILLS,
                       help="step image outside its region (default: the region's mean colour)")
 
     render = parser.add_argument_group("rendering and output")
     frames = render.add_mutually_exclusive_group()
-    frames.add_argument("--frames", type=int, help="frames spread over the painting (default 24)")
+    frames.add_argument("--frames", type=int, help=f"frames spread over the painting (default {DEFAULT_FRAMES})")
     frames.add_argument("--every", type=int, help="a frame every K strokes")
-    render.add_argument("--preview-size", type=int, help="long side of the frames (default 512)")
-    render.add_argument("--frame-batch", type=int, default=8, help="frames decoded at once (default 8)")
-    render.add_argument("--background", default="white",
+    render.add_argument("--preview-size", type=int, help=f"long side of the frames (default {DEFAULT_PREVIEW_SIZE})")
+    render.add_argument("--frame-batch", type=int, default=default["frame_batch"],
+                        help=f"frames decoded at once (default {default['frame_batch']})")
+    render.add_argument("--background", default=default["background"],
                         help="paper colour (name or #rrggbb), also behind transparent input pixels")
     render.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    render.add_argument("--seed", type=int, default=0,
-                        help="seeds the planner and a GAN's latent: same seed, same output (default 0)")
+    render.add_argument("--seed", type=int, default=default["seed"],
+                        help=f"seeds the planner and a GAN's latent: same seed, same output (default "
+                             f"{default['seed']})")
     render.add_argument("--overwrite", action="store_true",
                         help="replace existing output files (and remove those of an earlier run)")
 
@@ -189,9 +206,9 @@ def resolve_device(name: str | None) -> str:
 
     if name is None:
         return "cuda" if torch.cuda.is_available() and _ops.cuda_kernels_available() else "cpu"
-    problem = device_problem(name)
+    problem = device_problem(name, name="--device")
     if problem is not None:
-        raise ValueError(f"--device{problem}")
+        raise ValueError(problem)
     return name
 
 

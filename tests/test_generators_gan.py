@@ -628,7 +628,7 @@ def test_gan_arguments_of_other_python_types(eyes):
     with pytest.raises(GeneratorError, match="keyword must be a string or a sequence of strings, got bytes"):
         eyes.make_context(keyword=b"blue", inputs=inputs)
     for seed in (-1, 2**63):
-        with pytest.raises(GeneratorError, match=r"seed must be an integer in \[0, 2\^63 - 1\]"):
+        with pytest.raises(GeneratorError, match=r"seed must be an int in \[0, 2\^63 - 1\]"):
             eyes.sample_inputs(1, seed)
 
 

@@ -529,6 +529,8 @@ def test_hooked_errors():
         HookedGenerator(module, ["stem"])
     with pytest.raises(GeneratorError, match="one per layer"):
         HookedGenerator(module, ["stem", "body"], channels=[6])
+    with pytest.raises(GeneratorError, match="input_kind must be one of 'image', 'latent', got 'images'"):
+        HookedGenerator(module, ["stem"], channels=[6], input_kind="images")
     generator = HookedGenerator(module, ["stem", "body"], channels=[6, 4])
     with pytest.raises(GeneratorError, match="needs the inputs"):
         generator.decode(torch.rand(1, 4, 8, 8), "body", generator.make_context())

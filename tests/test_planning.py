@@ -245,11 +245,13 @@ def test_segments_uniform_image_scores_zero_and_bad_options_fail():
         SegmentsPlanner(num_regions=0)
     for options, message in [({"compactness": 0}, "compactness: expected a finite number > 0, got 0"),
                              ({"spatial_weight": float("inf")}, "spatial_weight: expected a finite number >= 0"),
-                             ({"seed": -1}, r"seed: expected an int in \[0, 2\^63 - 1\], got -1")]:
+                             ({"seed": -1}, r"seed must be an int in \[0, 2\^63 - 1\], got -1")]:
         with pytest.raises(PlanningError, match=message):
             SegmentsPlanner(**options)
     with pytest.raises(PlanningError, match="spatial_weight: expected a finite number >= 0"):
         SegmentsPlanner(spatial_weight=-1)
+    numpy_seeded = SegmentsPlanner(seed=np.int64(3))  # as paint() takes it
+    assert type(numpy_seeded.seed) is int and numpy_seeded.seed == 3
     with pytest.raises(PlanningError, match=r"expected shape \(3, H, W\)"):
         SegmentsPlanner().plan(torch.rand(1, 3, 8, 8))
 

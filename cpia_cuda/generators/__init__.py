@@ -53,7 +53,7 @@ def load_generator(name: str = DEFAULT_GENERATOR, weights: str | None = None,
     module = _module(name)
     load: Callable = getattr(module, _REGISTRY[name][1])
     if device is not None and (problem := device_problem(device, needs_kernels=False)) is not None:
-        raise GeneratorError(f"device{problem}")
+        raise GeneratorError(problem)
     needs_weights = _REGISTRY[name][2]
     if needs_weights and weights is None:
         raise GeneratorError(f"generator {name!r} needs weights (weights=PATH; --weights on the command line): "

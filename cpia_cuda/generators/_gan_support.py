@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._seeds import is_seed
+from .._seeds import check_seed
 from .._weights import load_failure_reason
 from .base import GeneratorError
 
@@ -73,8 +73,7 @@ def exactly_one_condition(**named: Any) -> str:
 def check_count_and_seed(n: Any, seed: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise GeneratorError(f"n must be a non-negative integer, got {n!r}")
-    if not is_seed(seed):
-        raise GeneratorError(f"seed must be an integer in [0, 2^63 - 1], got {seed!r}")
+    check_seed(seed, GeneratorError)
 
 
 def read_state_dict(path: Path) -> Mapping[str, Any]:

@@ -92,7 +92,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Generator, GeneratorError, Layer
-from .multistyle26 import check_activation, check_images, packaged_model_path
+from ._style_support import MIN_IMAGE_SIDE, check_activation, check_images, packaged_model_path
 
 STYLE_DIM = 100
 PREDICT_FILE = "arbitrary_predict.onnx"
@@ -973,6 +973,7 @@ class ArbitraryStyleGenerator(Generator):
     name = "arbitrary"
     input_kind = "image"
     decodes_any_size = True
+    min_image_side = MIN_IMAGE_SIDE
     size_multiple = 4
 
     def __init__(self, predict_path: Path, transform_path: Path, quantize_activations: bool = True,

@@ -34,19 +34,27 @@ class GeneratorError(ValueError):
     """A generator could not be built, loaded or asked for something it does not have."""
 
 
+#: What a generator's inputs are: "image" (N, 3, H, W), painted region by region from step images,
+#: or "latent" (N, z_dim), encoded once, the regions restricting where strokes go.
+INPUT_KINDS = ("image", "latent")
+
+
 class Generator(nn.Module):
     """Base class: subclasses implement ``layers``, ``make_context``, ``encode``, ``decode``."""
 
     #: short registry name, e.g. "multistyle26"
     name: str = "generator"
-    #: "image" for image-to-image networks (style transfer), "latent" for GANs
+    #: one of INPUT_KINDS: "image" for image-to-image networks (style transfer), "latent" for GANs
     input_kind: str = "image"
     #: True if ``decode`` takes an activation of any spatial size (the rest of the network is fully
     #: convolutional), so progressive frames can be decoded from an activation shrunk to the preview
     #: size; False if it needs the size ``encode`` produced (a GAN, a hooked module that replays its inputs)
     decodes_any_size: bool = False
+    #: the smallest image side the network makes and takes (frames shrunk to a preview keep it)
+    min_image_side: int = 1
 
     def layers(self) -> Sequence[Layer]:
+        """The operable layers in forward order, with indices l = 1, 2, ... as in the paper."""
         raise NotImplementedError
 
     def resolve_layer(self, layer: int | str) -> Layer:
@@ -71,12 +79,17 @@ class Generator(nn.Module):
         callers can check before any work. Default: no check beyond what ``encode`` does."""
 
     def encode(self, inputs: torch.Tensor, layer: int | str, context: Any = None) -> torch.Tensor:
+        """The activation (N, C, h, w) of ``layer`` (index or name) for a batch of inputs: images
+        (N, 3, H, W) in [0, 1] (``input_kind`` "image") or latents (N, z_dim) ("latent")."""
         raise NotImplementedError
 
     def decode(self, activation: torch.Tensor, layer: int | str, context: Any = None) -> torch.Tensor:
+        """The rest of the network from ``layer`` on: images (N, 3, H, W) in [0, 1], so that
+        ``decode(encode(x, l), l)`` matches ``forward(x)`` to float rounding."""
         raise NotImplementedError
 
     def forward(self, inputs: torch.Tensor, context: Any = None) -> torch.Tensor:
+        """The plain output (N, 3, H, W) in [0, 1] of the whole network."""
         raise NotImplementedError
 
     @torch.no_grad()

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .base import Generator, GeneratorError, Layer
+from .base import INPUT_KINDS, Generator, GeneratorError, Layer
 
 
 class _StopForward(Exception):
@@ -53,6 +53,8 @@ class HookedGenerator(Generator):
     order; they get indices 1..L. ``channels`` gives each layer's channel count; when omitted, it is
     measured by running ``example_inputs`` (required then) through the module once.
     ``output_transform`` maps the module's output to an image (N, 3, H, W) in [0, 1] (default: as is).
+    ``input_kind``: "image" for a module that takes images (N, 3, H, W), "latent" for one that makes
+    images from latent vectors (N, z_dim), as a GAN does (``INPUT_KINDS``).
     The module is put in eval mode, as every generator here is: dropout and batch statistics would
     make two decodes of one ``Y`` differ.
     """
@@ -67,6 +69,8 @@ class HookedGenerator(Generator):
             raise GeneratorError(f"HookedGenerator wraps an nn.Module, got {type(module).__name__}")
         if not layer_names:
             raise GeneratorError("HookedGenerator needs at least one submodule name in layer_names")
+        if input_kind not in INPUT_KINDS:
+            raise GeneratorError(f"input_kind must be one of {', '.join(map(repr, INPUT_KINDS))}, got {input_kind!r}")
         self.module = module.eval()
         self.input_kind = input_kind
         self.output_transform = output_transform

@@ -39,7 +39,7 @@ from torch import nn
 
 from .._weights import load_failure_reason
 from .base import Generator, GeneratorError, Layer
-from .multistyle26 import check_activation, check_images
+from ._style_support import MIN_IMAGE_SIDE, check_activation, check_images
 
 _EXPANSION = 4
 _IGNORED_KEY_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
@@ -129,6 +129,7 @@ class MSGNetGenerator(Generator):
     name = "msg"
     input_kind = "image"
     decodes_any_size = True
+    min_image_side = MIN_IMAGE_SIDE
     size_multiple = 4
 
     _NAMES = ["encoder", "inspiration"] + [f"bottleneck.{i}" for i in range(6)] + [

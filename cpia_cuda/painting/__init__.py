@@ -1,4 +1,4 @@
-"""Channel Painting In Action: plan, paint region by region, render, and write the results.
+"""Channel Painter In Action: plan, paint region by region, render, and write the results.
 
 ``paint`` runs the pipeline (:mod:`.pipeline`), ``replay`` re-renders a painting from its stroke log,
 ``write_outputs`` writes the images, animations, stroke log and coverage statistics (:mod:`.outputs`).

@@ -1,4 +1,4 @@
-"""The painting pipeline, Channel Painting In Action (paper Sec. 3.4, Fig. 4).
+"""The painting pipeline, Channel Painter In Action (paper Sec. 3.4, Fig. 4).
 
 1. **Plan.** A planner splits the content image (for a GAN: its generated image) into regions; they
    are ordered by the order policy, overlaps go to the first region, and a background region covers
@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from .._devices import device_problem
-from .._seeds import is_seed
+from .._ops import STROKE_COLUMNS
+from .._seeds import check_seed
 from ..generators import DEFAULT_GENERATOR, generator_names, load_generator
 from ..generators.base import Generator, Layer
 from ..ops import BACKENDS, channel_flush, channel_stroke
@@ -302,9 +303,7 @@ def paint(
     """
     started = time.perf_counter()
     feedback = _Feedback(bool(verbose), progress)
-    if not is_seed(seed):
-        raise PaintingError(f"seed must be an int in [0, 2^63 - 1], got {seed!r}")
-    seed = int(seed)  # numpy integers too: the planners and the log take a plain int
+    seed = check_seed(seed, PaintingError)  # numpy integers too: the planners and the log take a plain int
     if condition is not None and not isinstance(condition, dict):
         raise PaintingError(f"condition must be a dict of make_context's keyword arguments, got "
                             f"{type(condition).__name__}")
@@ -340,8 +339,9 @@ def paint(
             plan = make_plan(content_image, planner, settings, verbose=verbose)
         painted, flush_kept, log = _paint_regions(generator, inputs, context, layer_info, plan, settings,
                                                   condition, weights, feedback, timer)
-        return _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
-                       estimate, started, feedback, timer)
+        with timer.phase("render"):
+            return _render(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
+                           estimate, started, feedback, timer)
 
 
 def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str | None = None,
@@ -377,8 +377,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
     except TypeError as error:  # a log written with other settings than this version has
         raise PaintingError(f"the stroke log's settings do not fit this version of cpia_cuda: {error}") from None
     # Settings the replay does not use are still copied into its log: they must be ones paint takes.
-    if not is_seed(settings.seed):
-        raise PaintingError(f"the stroke log's settings: seed must be an int in [0, 2^63 - 1], got {settings.seed!r}")
+    check_seed(settings.seed, PaintingError, name="the stroke log's settings: seed")
     if settings.backend not in BACKENDS:
         raise PaintingError(f"the stroke log's settings: backend must be one of {', '.join(BACKENDS)}, got "
                             f"{settings.backend!r}")
@@ -437,7 +436,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
             raise PaintingError(f"damaged stroke log: a location has {most_channels} channels painted, more than "
                                 f"its tau = {settings.tau}")
 
-        def step(index: int, activation: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        def step(index: int, activation: torch.Tensor, allowed: torch.Tensor, _flushed: torch.Tensor) -> torch.Tensor:
             if order.shape != activation.shape:
                 raise PaintingError(f"damaged stroke log: its order has shape {tuple(order.shape)}, but layer "
                                     f"{layer_info.index} gives an activation of shape {tuple(activation.shape)}")
@@ -451,8 +450,9 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, feedback,
                                           timer)
         logged_pixels = log.painting_sha256
-        result = _finish(generator, context, layer_info, log, painted, flush_kept, plan, content_image, settings,
-                         estimate, started, feedback, timer)
+        with timer.phase("render"):
+            result = _render(generator, context, layer_info, log, painted, flush_kept, plan, content_image,
+                             settings, estimate, started, feedback, timer)
         if logged_pixels is not None and result.log.painting_sha256 != logged_pixels:
             warnings.warn("the replay's painting differs from the logged one (its pixels' SHA-256): the weights "
                           "at the logged path, the package versions or the device differ from the painting's",
@@ -496,7 +496,7 @@ def _in_eval_mode(generator: Generator) -> Iterator[None]:
 def _resolve_generator(generator: str | Generator, weights: str | None, device: str | torch.device | None,
                        backend: str) -> Generator:
     if device is not None and (problem := device_problem(device, needs_kernels=backend != "reference")):
-        raise PaintingError(f"device{problem}")
+        raise PaintingError(problem)
     if isinstance(generator, str):
         return load_generator(generator, weights=weights, device="cpu" if device is None else device)
     if not isinstance(generator, Generator):
@@ -837,13 +837,14 @@ class _Progress:
 
 
 def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer, plan: Sequence[Region],
-                settings: PaintSettings, step: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor],
+                settings: PaintSettings, step: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                 feedback: _Feedback, timer: PhaseTimer) -> tuple[torch.Tensor, torch.Tensor]:
     """Feed the step images in plan order and accumulate the painting.
 
-    ``step(index, activation, allowed)`` returns the bool (C, h, w) elements that step painted; they take
-    their values from that step's activation. Alongside, a channel flush with the same tau runs on each
-    step (the comparison of the paper's Fig. 3). Returns (painted activation, flush-kept mask).
+    A channel flush with the same tau runs on each step (the comparison of the paper's Fig. 3).
+    ``step(index, activation, allowed, flushed)``, given that flush, returns the bool (C, h, w) elements
+    that step painted; they take their values from that step's activation. Returns (painted activation,
+    flush-kept mask).
     """
     painted = kept = allowed_masks = None
     steps = _step_activations(generator, inputs, context, layer, plan, settings)
@@ -862,10 +863,11 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
                     masks = torch.stack([region.mask for region in plan])
                     allowed_masks = regions_at_layer(masks, activation.shape[-2:]).to(activation.device)
                     _check_layer_cells(plan, allowed_masks, layer, progress.note if feedback.verbose else None)
-                new = step(index, activation, allowed_masks[index])
+                flushed = channel_flush(activation, settings.tau, allowed=allowed_masks[index],
+                                        backend=settings.backend)
+                new = step(index, activation, allowed_masks[index], flushed)
                 painted = torch.where(new, activation, painted)
-                kept |= channel_flush(activation, settings.tau, allowed=allowed_masks[index],
-                                      backend=settings.backend)
+                kept |= flushed
             progress.update(1)
     return painted, kept
 
@@ -893,12 +895,12 @@ def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, lay
     order = None
     rows, stop_reasons = [], []
 
-    def step(index: int, activation: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def step(index: int, activation: torch.Tensor, allowed: torch.Tensor, flushed: torch.Tensor) -> torch.Tensor:
         nonlocal order
         if order is None:
             order = torch.full(activation.shape, -1, dtype=torch.int32, device=activation.device)
         offset = sum(len(r) for r in rows)
-        step_order, records, reason = _paint_step(activation, allowed, order >= 0, settings)
+        step_order, records, reason = _paint_step(activation, allowed, order >= 0, flushed, settings)
         new = step_order >= 0
         order = torch.where(new, step_order + offset, order)
         region_column = torch.full((records.shape[0], 1), index, dtype=torch.int32)
@@ -922,24 +924,25 @@ def _paint_regions(generator: Generator, inputs: torch.Tensor, context: Any, lay
     return painted, kept, log
 
 
-def _paint_step(activation: torch.Tensor, allowed: torch.Tensor, painted: torch.Tensor,
+def _paint_step(activation: torch.Tensor, allowed: torch.Tensor, painted: torch.Tensor, flushed: torch.Tensor,
                 settings: PaintSettings) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """One step image: (stroke order of the step, its (S, 5) stroke records, stop reason).
+    """One step image: (stroke order of the step, its (S, len(STROKE_COLUMNS)) stroke records, stop reason).
 
-    A flush is one action: every element it keeps that is not painted yet gets index 0, recorded as
-    ``(-1, -1, -1, elements, tau)``.
+    A flush (``flushed``: the step's channel flush) is one action: every element it keeps that is not
+    painted yet gets index 0, recorded as ``(-1, -1, -1, elements, tau)``.
     """
     if not bool(allowed.any()):
         return (torch.full(activation.shape, -1, dtype=torch.int32, device=activation.device),
-                torch.empty((0, 5), dtype=torch.int32), NO_LAYER_CELLS)
+                torch.empty((0, len(STROKE_COLUMNS)), dtype=torch.int32), NO_LAYER_CELLS)
     if settings.mode == "stroke":
         result = channel_stroke(activation, settings.tau, allowed=allowed, init_mask=painted,
                                 **settings.stroke_options())
         return result.order, result.strokes, result.stop_reason
-    kept = channel_flush(activation, settings.tau, allowed=allowed, backend=settings.backend) & ~painted
+    kept = flushed & ~painted
     count = int(kept.sum())
     step_order = torch.where(kept, 0, -1).to(torch.int32)
-    records = torch.tensor([[-1, -1, -1, count, settings.tau]] if count else [], dtype=torch.int32).view(-1, 5)
+    records = torch.tensor([[-1, -1, -1, count, settings.tau]] if count else [], dtype=torch.int32)
+    records = records.view(-1, len(STROKE_COLUMNS))
     return step_order, records, FLUSHED
 
 
@@ -952,18 +955,10 @@ def channel_coverage(mask: torch.Tensor) -> torch.Tensor:
     return mask.to(torch.float32).mean(dim=(1, 2))
 
 
-def _finish(generator: Generator, context: Any, layer: Layer, log: StrokeLog, painted: torch.Tensor,
-            flush_kept: torch.Tensor, plan: list[Region], content_image: torch.Tensor, settings: PaintSettings,
-            estimate: MemoryEstimate | None, started: float, feedback: _Feedback, timer: PhaseTimer) -> PaintResult:
-    """Render the final image, the frames and the stroke maps of a painted activation."""
-    with timer.phase("render"):
-        return _render(generator, context, layer, log, painted, flush_kept, plan, content_image, settings,
-                       estimate, started, feedback, timer)
-
-
 def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, painted: torch.Tensor,
             flush_kept: torch.Tensor, plan: list[Region], content_image: torch.Tensor, settings: PaintSettings,
             estimate: MemoryEstimate | None, started: float, feedback: _Feedback, timer: PhaseTimer) -> PaintResult:
+    """Render the final image, the frames and the stroke maps of a painted activation."""
     order = log.order.to(painted.device)
     renderer = CanvasRenderer(generator=generator, layer=layer, context=context, tau=settings.tau,
                               background=tuple(settings.background), image_size=tuple(content_image.shape[-2:]))

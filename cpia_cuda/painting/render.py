@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 
 from ..generators.base import Generator, Layer
-from ..generators.multistyle26 import MIN_IMAGE_SIDE
 
 DEFAULT_PREVIEW_SIZE = 512
 Color = tuple[float, float, float]
@@ -189,7 +188,7 @@ class CanvasRenderer:
         scale = target[0] / self.image_size[0]
         grid = tuple(order.shape[-2:])
         shrink = self.generator.decodes_any_size and scale < 1.0
-        small_grid = _shrunk_grid(grid, scale, self.image_size) if shrink else grid
+        small_grid = _shrunk_grid(grid, scale, self.image_size, self.generator.min_image_side) if shrink else grid
         frames = torch.empty((len(thresholds), 3, *target), dtype=torch.float32)  # filled batch by batch: no second copy
         for start in range(0, len(thresholds), batch_size):
             activations, counts = [], []
@@ -208,12 +207,14 @@ class CanvasRenderer:
         return frames
 
 
-def _shrunk_grid(grid: tuple[int, int], scale: float, image_size: Sequence[int]) -> tuple[int, int]:
-    """The layer grid scaled by ``scale``, each side kept at the cells a decode needs: 2 (the style
-    networks' layers reflect-pad by 1) and enough for an image side of MIN_IMAGE_SIDE pixels."""
+def _shrunk_grid(grid: tuple[int, int], scale: float, image_size: Sequence[int],
+                 min_image_side: int) -> tuple[int, int]:
+    """The layer grid scaled by ``scale``, each side kept at the cells a decode needs: 2 (the layers of
+    the networks that decode any size reflect-pad by 1) and enough for an image side of
+    ``min_image_side`` pixels."""
     sides = []
     for cells, pixels in zip(grid, image_size):
-        needed = max(2, math.ceil(MIN_IMAGE_SIDE * cells / pixels))
+        needed = max(2, math.ceil(min_image_side * cells / pixels))
         sides.append(max(math.ceil(cells * scale), min(cells, needed)))
     return sides[0], sides[1]
 

@@ -33,7 +33,11 @@ import torch
 
 from .._ops import STOP_REASONS
 
-STROKE_COLUMNS = ("region", "channel", "row", "col", "pixels", "channels")
+# A logged stroke: its region's index in the plan, then the op's stroke record (_ops.STROKE_COLUMNS)
+# under the log format's shorter names.
+LOG_STROKE_COLUMNS = ("region", "channel", "row", "col", "pixels", "channels")
+_REGION = LOG_STROKE_COLUMNS.index("region")
+_PIXELS = LOG_STROKE_COLUMNS.index("pixels")
 LOG_FORMAT = "cpia-stroke-log/1"
 _TENSOR_TAG = "__tensor__"
 # A region's stop reason: the stroke op's, or one of these (a flush region; a region too small or thin
@@ -71,7 +75,7 @@ class StrokeLog:
 
     def region_stroke_ranges(self) -> list[tuple[int, int]]:
         """[start, stop) of the global stroke indices of each region (strokes are in region order)."""
-        counts = torch.bincount(self.strokes[:, 0].long(), minlength=len(self.region_labels)).tolist()
+        counts = torch.bincount(self.strokes[:, _REGION].long(), minlength=len(self.region_labels)).tolist()
         ranges, start = [], 0
         for count in counts:
             ranges.append((start, start + count))
@@ -83,7 +87,7 @@ class StrokeLog:
     def npz_bytes(self) -> bytes:
         arrays = {
             "order": self.order.cpu().numpy().astype(np.int32),
-            "strokes": self.strokes.cpu().numpy().astype(np.int32).reshape(-1, len(STROKE_COLUMNS)),
+            "strokes": self.strokes.cpu().numpy().astype(np.int32).reshape(-1, len(LOG_STROKE_COLUMNS)),
             "region_masks": np.packbits(self.region_masks.cpu().numpy().astype(bool), axis=-1),
             "content": _compact_content(self.content),
         }
@@ -111,7 +115,7 @@ class StrokeLog:
                      zip(self.region_labels, self.region_scores, self.stop_reasons, self.region_stroke_ranges())],
             "region_mask_shape": list(self.region_masks.shape),
             "num_strokes": self.num_strokes,
-            "stroke_columns": list(STROKE_COLUMNS),
+            "stroke_columns": list(LOG_STROKE_COLUMNS),
             "frame_strokes": self.frame_strokes,
             "versions": self.versions,
             **({"painting_sha256": self.painting_sha256} if self.painting_sha256 is not None else {}),
@@ -234,8 +238,8 @@ def _check_fields(document: dict[str, Any]) -> None:
         if region.get("stop_reason") not in REGION_STOP_REASONS:
             raise ValueError(f"plan[{number}].stop_reason must be one of {', '.join(REGION_STOP_REASONS)}, got "
                              f"{region.get('stop_reason')!r}")
-    if list(document.get("stroke_columns", STROKE_COLUMNS)) != list(STROKE_COLUMNS):
-        raise ValueError(f"stroke_columns must be {list(STROKE_COLUMNS)}, got {document['stroke_columns']}")
+    if list(document.get("stroke_columns", LOG_STROKE_COLUMNS)) != list(LOG_STROKE_COLUMNS):
+        raise ValueError(f"stroke_columns must be {list(LOG_STROKE_COLUMNS)}, got {document['stroke_columns']}")
 
 
 def _read_log(document: dict[str, Any], npz: bytes) -> StrokeLog:
@@ -257,8 +261,8 @@ def _read_log(document: dict[str, Any], npz: bytes) -> StrokeLog:
     plan = document["plan"]
     if order.dim() != 3:
         raise ValueError(f"order must be (C, h, w), got shape {tuple(order.shape)}")
-    if strokes.dim() != 2 or strokes.shape[1] != len(STROKE_COLUMNS):
-        raise ValueError(f"strokes must be (S, {len(STROKE_COLUMNS)}), got shape {tuple(strokes.shape)}")
+    if strokes.dim() != 2 or strokes.shape[1] != len(LOG_STROKE_COLUMNS):
+        raise ValueError(f"strokes must be (S, {len(LOG_STROKE_COLUMNS)}), got shape {tuple(strokes.shape)}")
     if list(masks.shape) != list(document["region_mask_shape"]):
         raise ValueError(f"region masks of shape {list(masks.shape)}, the JSON says {document['region_mask_shape']}")
     _check_consistent(document, order, strokes, masks, content)
@@ -281,7 +285,7 @@ def _check_consistent(document: dict[str, Any], order: torch.Tensor, strokes: to
         raise ValueError(f"{masks.shape[0]} region masks for a plan of {len(plan)} regions")
     if document["num_strokes"] != num_strokes:
         raise ValueError(f"the JSON counts {document['num_strokes']} strokes, the arrays hold {num_strokes}")
-    regions = strokes[:, 0].long()
+    regions = strokes[:, _REGION].long()
     if num_strokes and not (int(regions.min()) >= 0 and int(regions.max()) < len(plan)):
         raise ValueError(f"strokes name regions outside the plan of {len(plan)} regions")
     if num_strokes and bool((regions[1:] < regions[:-1]).any()):
@@ -294,7 +298,7 @@ def _check_consistent(document: dict[str, Any], order: torch.Tensor, strokes: to
     if order.numel() and not (int(order.min()) >= -1 and int(order.max()) < num_strokes):
         raise ValueError(f"order holds stroke indices outside [-1, {num_strokes})")
     switched = torch.bincount(order[order >= 0].long(), minlength=num_strokes)
-    if not torch.equal(switched, strokes[:, 4].long()):
+    if not torch.equal(switched, strokes[:, _PIXELS].long()):
         raise ValueError("order and the strokes' pixel counts disagree")
     if list(content.shape) != list(document["content"]["shape"]):
         raise ValueError(f"content has shape {list(content.shape)}, the JSON says {document['content']['shape']}")

@@ -23,13 +23,20 @@ class Region:
 
 
 class PlanningError(ValueError):
-    """A planner could not be built or loaded."""
+    """Bad planner input or options (image, regions, labels, order policy), or a planner that cannot be
+    built or loaded."""
 
 
 class Planner:
+    """Base class of region planners. ``paint`` takes any object with a ``plan`` method like this one."""
+
     name: str = "planner"
 
     def plan(self, image: torch.Tensor) -> list[Region]:
+        """Regions of ``image`` (3, H, W), float in [0, 1] on the CPU, in any order: each a bool (H, W)
+        mask at the image's size, a label and a finite score (what the "score" order sorts by). The
+        regions may overlap and need not cover the image; the pipeline orders them, resolves overlaps
+        and adds the uncovered rest as the background region."""
         raise NotImplementedError
 
 
@@ -43,5 +50,5 @@ def planner_device(device: object) -> torch.device:
     """The ``device`` option of a detector planner as a torch.device that exists here."""
     problem = device_problem(device, needs_kernels=False)
     if problem is not None:
-        raise PlanningError(f"device{problem}")
+        raise PlanningError(problem)
     return torch.device(device)  # type: ignore[arg-type]

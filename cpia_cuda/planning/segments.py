@@ -13,7 +13,7 @@ import torch
 from skimage.color import rgb2lab
 from skimage.segmentation import slic
 
-from .._seeds import is_seed
+from .._seeds import check_seed
 from .base import Planner, PlanningError, Region
 from .order import check_image
 
@@ -78,8 +78,7 @@ class SegmentsPlanner(Planner):
         if isinstance(spatial_weight, bool) or not isinstance(spatial_weight, (int, float)) \
                 or not 0 <= spatial_weight < math.inf:
             raise PlanningError(f"spatial_weight: expected a finite number >= 0, got {spatial_weight!r}")
-        if not (isinstance(seed, int) and is_seed(seed)):
-            raise PlanningError(f"seed: expected an int in [0, 2^63 - 1], got {seed!r}")
+        seed = check_seed(seed, PlanningError)
         self.num_regions = num_regions
         self.num_superpixels = max(num_superpixels, num_regions)
         self.compactness = float(compactness)
