@@ -9,7 +9,8 @@ The canvas of a mask ``M`` (bool (C, h, w) at the operating layer) is
 ``stroke_opacity`` is ``min(1, count / tau)``: a location is fully opaque once it holds tau stroked
 channels and fades linearly with fewer ("the mask opacity increases as the location collects more
 stroked channels", Sec. 4). ``torch.lerp`` returns ``out`` exactly where alpha is 1, so ``tau = C``
-with every channel stroked gives back the generator's plain output.
+with every channel stroked gives back ``decode(Y_painted)``: the generator's plain output when every
+region was painted from the plain activation (one region, ``step_fill="none"``, or a GAN).
 
 Progressive frames are rendered at a preview size. For fully convolutional (image-to-image)
 generators the masked activation is area-downsampled to the preview's layer grid and decoded there
