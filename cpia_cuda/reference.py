@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._ops import STOP_REASONS
+from ._ops import STOP_REASONS, STROKE_COLUMNS
 
 
 def channel_flush_reference(Y: torch.Tensor, allowed: torch.Tensor, tau: int) -> torch.Tensor:
@@ -72,7 +72,7 @@ def _stroke_one_image(Y, allowed, init_mask, order, offsets, weights, tau, m, p,
 
         stroke_index = len(strokes)
         channels = [c]
-        extra = min(p - 1, tau - int(channels_on[h, w]) - 1)
+        extra = min(p - 1, tau - int(channels_on[h, w]) - 1)  # penetration_extra in paint_rules.h
         if extra > 0:
             free = ~on[:, h, w]
             free[c] = False
@@ -88,7 +88,7 @@ def _stroke_one_image(Y, allowed, init_mask, order, offsets, weights, tau, m, p,
         pixels_on = 0
         for q in channels:
             switched = allowed[hh, ww] & ~on[q, hh, ww] & (channels_on[hh, ww] < tau)
-            switched &= is_centre | (Y[q, hh, ww] >= m32 * Y[q, h, w])
+            switched &= is_centre | (Y[q, hh, ww] >= m32 * Y[q, h, w])  # brush_cell_switches_on
             sh, sw = hh[switched], ww[switched]
             covered += int((channels_on[sh, sw] == 0).sum())
             on[q, sh, sw] = True
@@ -131,7 +131,7 @@ def channel_stroke_reference(
         records += strokes
         counts.append(len(strokes))
         reasons.append(STOP_REASONS.index(reason))
-    strokes_t = torch.tensor(records, dtype=torch.int32, device=Y.device).reshape(-1, 5)
+    strokes_t = torch.tensor(records, dtype=torch.int32, device=Y.device).reshape(-1, len(STROKE_COLUMNS))
     on_at_allowed = ((order >= 0) | init_mask) & allowed.unsqueeze(1)
     return (order, strokes_t, torch.tensor(counts, dtype=torch.int64, device=Y.device),
             torch.tensor(reasons, dtype=torch.int32, device=Y.device), on_at_allowed.sum(dim=(2, 3)))

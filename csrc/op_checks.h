@@ -1,5 +1,7 @@
 // Argument checks shared by every backend of the cpia ops, so a bad call fails with the same
-// message on CPU and CUDA. The Python wrappers check the same things first with the same words.
+// message on CPU and CUDA: a RuntimeError (Y's finiteness: a ValueError), as the ops' fakes raise
+// for what they check. The public Python functions check the same things first and raise
+// ValueError/TypeError, with the same range texts and Python's names for dtypes and shapes.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -104,8 +106,7 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
               "max_strokes must be at most 2^31 - 1 when C*H*W exceeds it (stroke indices in order are int32), got "
               "C*H*W = ", elements, " and max_strokes = ",
               max_strokes.has_value() ? std::to_string(*max_strokes) : "None");
-  TORCH_CHECK(y.size(1) <= std::numeric_limits<int32_t>::max() && y.size(2) <= std::numeric_limits<int32_t>::max() &&
-                  y.size(3) <= std::numeric_limits<int32_t>::max(),
+  TORCH_CHECK(y.size(1) <= kInt32Max && y.size(2) <= kInt32Max && y.size(3) <= kInt32Max,
               "C, H and W must each be below 2^31 (stroke records are int32), got ", y.sizes());
   // A stroke switches on at most p channels at each location its brush reaches (with C > 0, p <= C < 2^31,
   // so the product fits in int64; with C = 0 there are no strokes).

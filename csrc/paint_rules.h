@@ -23,6 +23,7 @@ constexpr Key kNoCandidate = 0;
 // Spatial tiles over which incremental maxima are kept (both backends use the same tiling).
 constexpr int kTileH = 8;
 constexpr int kTileW = 8;
+constexpr int kTileElements = kTileH * kTileW;
 
 CPIA_HOST_DEVICE uint32_t float_bits(float value) {
 #if defined(__CUDA_ARCH__)
@@ -50,6 +51,16 @@ CPIA_HOST_DEVICE uint32_t ordered_bits(float value) {
   uint32_t bits = float_bits(value);
   bits = (bits & 0x7FFFFFFFu) == 0u ? 0u : bits;  // integer ops only, so loops over it vectorise
   return bits ^ ((0u - (bits >> 31)) | 0x80000000u);
+}
+
+// The word by which channel flush ranks a response: ordered_bits, with every NaN (either sign, any
+// payload) folded onto one word above +Inf. The flush op leaves finiteness to its callers (a check
+// would cost a second pass and, on CUDA, a host synchronisation), so a NaN gets the rank torch.sort
+// gives it, which is what the reference uses: above everything, ties to the smaller channel.
+CPIA_HOST_DEVICE uint32_t flush_rank_word(float value) {
+  constexpr uint32_t kInfinityBits = 0x7F800000u, kNaNWord = 0xFF800001u;  // the word after +Inf's
+  const bool is_nan = (float_bits(value) & 0x7FFFFFFFu) > kInfinityBits;
+  return is_nan ? kNaNWord : ordered_bits(value);
 }
 
 CPIA_HOST_DEVICE float ordered_to_float(uint32_t ordered) {
@@ -143,7 +154,8 @@ CPIA_HOST_DEVICE bool is_candidate(bool allowed, bool on, int32_t channels_on, i
 // finite response is below.
 constexpr float kNoMinResponse = -1.0f;
 CPIA_HOST_DEVICE float response_threshold(float min_response, float y_max) {
-  return min_response < 0.0f ? bits_float(0xff800000u) : mul_rn(min_response, y_max);
+  constexpr uint32_t kMinusInfinityBits = 0xFF800000u;
+  return min_response < 0.0f ? bits_float(kMinusInfinityBits) : mul_rn(min_response, y_max);
 }
 
 CPIA_HOST_DEVICE bool below_min_response(float y, float threshold) { return y < threshold; }
@@ -152,6 +164,19 @@ CPIA_HOST_DEVICE bool below_min_response(float y, float threshold) { return y < 
 // channel q reaches float32(m) times the response of q at the stroke's centre.
 CPIA_HOST_DEVICE bool passes_sensitivity(float y_neighbour, float y_centre, float m) {
   return y_neighbour >= mul_rn(m, y_centre);
+}
+
+// A brush cell of a stroke's channel q that is a candidate is switched on if it is the centre or
+// passes the sensitivity rule.
+CPIA_HOST_DEVICE bool brush_cell_switches_on(bool is_centre, float y_neighbour, float y_centre, float m) {
+  return is_centre || passes_sensitivity(y_neighbour, y_centre, m);
+}
+
+// Penetration: how many channels a stroke adds to its own at its centre, where channels_on are on
+// already: up to p - 1, within the room tau leaves once the stroke's channel is on (may be <= 0).
+CPIA_HOST_DEVICE int32_t penetration_extra(int32_t p, int32_t tau, int32_t channels_on) {
+  const int32_t room = tau - channels_on - 1;
+  return p - 1 < room ? p - 1 : room;
 }
 
 // Precedence among channels at one location (flush ranking, penetration order): higher response

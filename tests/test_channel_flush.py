@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cpia_cuda import channel_flush
-from conftest import EMULATED, FUSED_BACKENDS, emulated_channel_flush, needs_emulator
+from conftest import EMULATED, FUSED_BACKENDS, emulated_channel_flush, emulated_kernels, needs_emulator
 
 ALL_BACKENDS = ["reference"] + FUSED_BACKENDS
 
@@ -100,3 +100,28 @@ def test_emulated_cuda_flush_fits_deep_stacks_in_shared_memory():
     with pytest.raises(RuntimeError, match=f"channel_flush on CUDA supports C up to {limit} channels on this "
                                            f"device, got C = {limit + 1}"):
         emulated_channel_flush(torch.randn(limit + 1, 1, 1), 3)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_raw_ops_rank_nan_as_the_reference_does(backend):
+    """The ops leave finiteness to their callers (channel_flush refuses NaN/Inf); given NaN anyway,
+    every backend ranks it as torch.sort does: above +Inf, whatever its sign and payload, ties to
+    the smaller channel."""
+    from cpia_cuda.reference import channel_flush_reference
+
+    payloads = torch.tensor([0x7FC00000, 0xFFC00000, 0x7F800001, 0xFFBFFFFF], dtype=torch.int64)
+    nans = payloads.to(torch.int32).view(torch.float32)  # the wrap to int32 keeps the bit patterns
+    g = torch.Generator().manual_seed(5)
+    Y = (torch.randn(2, 24, 3, 19, generator=g) * 2).round() / 2
+    pick = torch.randint(0, 4, Y.shape, generator=g)
+    Y = torch.where(torch.rand(Y.shape, generator=g) < 0.3, nans[pick], Y)
+    Y[1, ::3] = torch.where(torch.rand(Y[1, ::3].shape, generator=g) < 0.5, torch.inf, -torch.inf)
+    allowed = torch.rand(2, 3, 19, generator=g) > 0.1
+    for tau in (1, 5, 12, 24):
+        expected = channel_flush_reference(Y, allowed, tau)
+        if backend == EMULATED:
+            kept = emulated_kernels().channel_flush(Y, allowed, tau)
+        else:
+            device = "cuda" if backend == "cuda" else "cpu"
+            kept = torch.ops.cpia.channel_flush(Y.to(device), allowed.to(device), tau).cpu()
+        assert torch.equal(kept, expected), tau

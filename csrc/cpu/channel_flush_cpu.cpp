@@ -1,7 +1,7 @@
 // Channel flush on the CPU: at every allowed location keep the tau channels of highest response
 // (ties to the smaller channel). Per row of locations, in blocks of kBlock adjacent locations:
-//   1. read the order-preserving words (paint_rules.h) of the block channel by channel, as Y is laid
-//      out, one lane per location, and find each lane's tau-th largest word T bit by bit;
+//   1. read the rank words (flush_rank_word, paint_rules.h) of the block channel by channel, as Y
+//      is laid out, one lane per location, and find each lane's tau-th largest word T bit by bit;
 //   2. keep the words >= T, reading Y and writing the mask row by row (contiguous, vectorised);
 //   3. where more words equal T than tau leaves room for (rare), keep only the first ones, i.e.
 //      those of the smaller channels.
@@ -91,7 +91,7 @@ at::Tensor channel_flush_cpu(const at::Tensor& y, const at::Tensor& allowed, int
         for (int64_t c = 0; c < C; ++c) {
           // Spare lanes past the row's end repeat its last location: harmless, and never read.
           for (int64_t i = 0; i < kBlock; ++i) {
-            words[c * kBlock + i] = ordered_bits(plane[c * HW + w0 + std::min(i, span - 1)]);
+            words[c * kBlock + i] = flush_rank_word(plane[c * HW + w0 + std::min(i, span - 1)]);
           }
         }
         select_tau_th_words(words.data(), C, tau, selected.data() + w0);
@@ -99,14 +99,14 @@ at::Tensor channel_flush_cpu(const at::Tensor& y, const at::Tensor& allowed, int
       bool* out = kept_at + n * C * HW + h * W;
       for (int64_t c = 0; c < C; ++c) {
         for (int64_t w = 0; w < W; ++w) {
-          out[c * HW + w] = (ordered_bits(plane[c * HW + w]) >= selected[w].word) & row_allowed[w];
+          out[c * HW + w] = (flush_rank_word(plane[c * HW + w]) >= selected[w].word) & row_allowed[w];
         }
       }
       for (int64_t w = 0; w < W; ++w) {
         if (selected[w].ties == selected[w].ties_kept || !row_allowed[w]) continue;
         int64_t ties_left = selected[w].ties_kept;
         for (int64_t c = 0; c < C; ++c) {
-          if (ordered_bits(plane[c * HW + w]) != selected[w].word) continue;
+          if (flush_rank_word(plane[c * HW + w]) != selected[w].word) continue;
           out[c * HW + w] = ties_left-- > 0;
         }
       }

@@ -89,7 +89,7 @@ class KeyTree {
 struct StrokeParams {
   int32_t tau;
   float m;
-  int64_t p;
+  int32_t p;
   float min_response;
   int64_t max_strokes;  // < 0: no limit
   double max_coverage;  // < 0: no limit
@@ -114,9 +114,9 @@ class StrokePainter {
         tiles_h_((height + kTileH - 1) / kTileH),
         tiles_w_((width + kTileW - 1) / kTileW),
         tiles_(tiles_h_ * tiles_w_),
-        channel_stride_(tiles_ * kTileSize + kChannelPad),
+        channel_stride_(tiles_ * kTileElements + kChannelPad),
         open_responses_(channels * channel_stride_),
-        channels_on_(tiles_ * kTileSize, 0),
+        channels_on_(tiles_ * kTileElements, 0),
         tile_dirty_(channels * tiles_, 0),
         channel_trees_(channels, KeyTree(tiles_)),
         channel_best_(channels) {
@@ -132,12 +132,13 @@ class StrokePainter {
     });
     threshold_ = response_threshold(params_.min_response, *std::max_element(channel_max.begin(), channel_max.end()));
     if (params_.p > 1) {
-      off_channels_ = std::make_unique<OffChannelTree>(C_, tiles_ * kTileSize);
-      at::parallel_for(0, tiles_, std::max<int64_t>(1, kElementsPerTask / (C_ * kTileSize)),
+      off_channels_ = std::make_unique<OffChannelTree>(C_, tiles_ * kTileElements);
+      at::parallel_for(0, tiles_, std::max<int64_t>(1, kElementsPerTask / (C_ * kTileElements)),
                        [&](int64_t begin, int64_t end) {
                          const DenormalsKept float_mode;
                          for (int64_t t = begin; t < end; ++t) {
-                           off_channels_->fill(t * kTileSize, kTileSize, &response(0, t * kTileSize), channel_stride_);
+                           const int64_t first = t * kTileElements;
+                           off_channels_->fill(first, kTileElements, &response(0, first), channel_stride_);
                          }
                        });
     }
@@ -174,7 +175,6 @@ class StrokePainter {
   }
 
  private:
-  static constexpr int64_t kTileSize = kTileH * kTileW;
   // Channels of the working copy are one cache line further apart than their size: with sizes
   // of 2^k lines, reading a location across channels would map every line to one cache set.
   static constexpr int64_t kChannelPad = 64 / sizeof(float);
@@ -186,7 +186,7 @@ class StrokePainter {
   // raster order, padded past the image border. A stroke's neighbourhood and the rescan of its tile
   // then read a few adjacent cache lines instead of one line per image row.
   int64_t cell_of(int64_t h, int64_t w) const {
-    return ((h / kTileH) * tiles_w_ + w / kTileW) * kTileSize + (h % kTileH) * kTileW + w % kTileW;
+    return ((h / kTileH) * tiles_w_ + w / kTileW) * kTileElements + (h % kTileH) * kTileW + w % kTileW;
   }
   float& response(int64_t c, int64_t cell) { return open_responses_[c * channel_stride_ + cell]; }
   float response(int64_t c, int64_t cell) const { return open_responses_[c * channel_stride_ + cell]; }
@@ -231,7 +231,7 @@ class StrokePainter {
   // complete). Returns its largest response at allowed locations (init_mask elements included).
   float prepare_channel(const float* y, const bool* allowed, const bool* init_mask, int64_t c) {
     const bool padded = H_ % kTileH != 0 || W_ % kTileW != 0;
-    if (padded) std::fill(&response(c, 0), &response(c, 0) + tiles_ * kTileSize, kClosed);
+    if (padded) std::fill(&response(c, 0), &response(c, 0) + tiles_ * kTileElements, kClosed);
     FloatLanes lane_max = splat(kClosed);
     for (int64_t h = 0; h < H_; ++h) {
       const int64_t at = h * W_;
@@ -278,9 +278,9 @@ class StrokePainter {
   Key scan_tile(int64_t c, int64_t t, Score score_of) const {
     int64_t best_cell = -1;
     float best_score = 0.0f;
-    for (int64_t i = 0; i < kTileSize; ++i) {
-      if (!is_candidate_at(c, t * kTileSize + i)) continue;
-      const float score = score_of(response(c, t * kTileSize + i), tile_row(t, i), tile_col(t, i));
+    for (int64_t i = 0; i < kTileElements; ++i) {
+      if (!is_candidate_at(c, t * kTileElements + i)) continue;
+      const float score = score_of(response(c, t * kTileElements + i), tile_row(t, i), tile_col(t, i));
       if (best_cell < 0 || score > best_score) {
         best_cell = i;
         best_score = score;
@@ -295,11 +295,11 @@ class StrokePainter {
   // the float comparison above does). Closed elements hold kClosed, so of the candidate rule only
   // the channel count needs a test.
   Key scan_tile(int64_t c, int64_t t) const {
-    const float* responses = open_responses_.get() + c * channel_stride_ + t * kTileSize;
-    const int32_t* on = &channels_on_[t * kTileSize];
+    const float* responses = open_responses_.get() + c * channel_stride_ + t * kTileElements;
+    const int32_t* on = &channels_on_[t * kTileElements];
     const int32_t tau = params_.tau;
     FloatLanes lane_best = splat(kClosed);
-    for (int64_t i = 0; i < kTileSize; i += kLanes) {
+    for (int64_t i = 0; i < kTileElements; i += kLanes) {
       const MaskLanes candidate = less_than(on + i, tau);  // is_candidate, for elements not closed
       lane_best = max_lanes(lane_best, select(candidate, load_lanes(responses + i), splat(kClosed)));
     }
@@ -326,7 +326,7 @@ class StrokePainter {
         const auto [c, h, w] = element_of(key_flat_index(best_other));
         const int64_t cell = cell_of(h, w);
         if (!is_candidate_at(c, cell)) {
-          refresh_tile(c, cell / kTileSize);
+          refresh_tile(c, cell / kTileElements);
           continue;
         }
       }
@@ -350,7 +350,7 @@ class StrokePainter {
   // Branch and bound down the cursor channel's tile tree: a node is entered only if the ceiling of
   // its penalised scores (paint_rules.h) beats the best key found so far, nearer-looking child
   // first, so the work grows with the tiles that can still win, not with H*W.
-  Key best_on_cursor_channel(Key best) const {
+  Key best_on_cursor_channel(Key best) {
     const KeyTree& tree = channel_trees_[cursor_c_];
     const float* table = params_.distance_weights;
     const int64_t table_size = params_.distance_weights_size;
@@ -360,11 +360,10 @@ class StrokePainter {
       return tile_ceiling_key(key_score(node_best), table, table_size, tile_range_rect(first, last), cursor_h_,
                               cursor_w_);
     };
-    using Pending = SearchNode;  // tiles [first, first + count) of a tree node
     search_stack_.clear();
     search_stack_.push_back({1, 0, tree.width(), ceiling(1, 0, std::min(tree.width(), tiles_) - 1)});
     while (!search_stack_.empty()) {
-      const Pending pending = search_stack_.back();
+      const SearchNode pending = search_stack_.back();
       search_stack_.pop_back();
       // <=, not <: padding tiles (past tiles_) keep the ceiling kNoCandidate and must never be scanned.
       if (pending.ceiling <= best) continue;
@@ -375,8 +374,8 @@ class StrokePainter {
         continue;
       }
       const int64_t half = pending.count / 2;
-      Pending left{2 * pending.node, pending.first, half, kNoCandidate};
-      Pending right{2 * pending.node + 1, pending.first + half, half, kNoCandidate};
+      SearchNode left{2 * pending.node, pending.first, half, kNoCandidate};
+      SearchNode right{2 * pending.node + 1, pending.first + half, half, kNoCandidate};
       if (left.first < tiles_) left.ceiling = ceiling(left.node, left.first, std::min(left.first + half, tiles_) - 1);
       if (right.first < tiles_) {
         right.ceiling = ceiling(right.node, right.first, std::min(right.first + half, tiles_) - 1);
@@ -394,7 +393,7 @@ class StrokePainter {
   void penetration_channels(int64_t c, int64_t h, int64_t w, std::vector<int64_t>& channels) {
     channels.assign(1, c);
     const int64_t cell = cell_of(h, w);
-    const int64_t extra = std::min<int64_t>(params_.p - 1, params_.tau - channels_on_[cell] - 1);
+    const int64_t extra = penetration_extra(params_.p, params_.tau, channels_on_[cell]);
     if (extra <= 0) return;
     off_channels_->remove(cell, c);  // the stroke switches it on in any case
     while (static_cast<int64_t>(channels.size()) <= extra) {
@@ -407,7 +406,7 @@ class StrokePainter {
 
   // Marks tile t of channel c for a rescan if the candidate that is about to leave it is its best.
   void candidate_removed(int64_t c, int64_t h, int64_t w, int64_t cell) {
-    const int64_t t = cell / kTileSize;
+    const int64_t t = cell / kTileElements;
     if (channel_trees_[c].leaf(t) != make_key(response(c, cell), flat_index(c, h, w))) return;
     uint8_t& dirty = tile_dirty_[c * tiles_ + t];
     if (!dirty) {
@@ -435,7 +434,7 @@ class StrokePainter {
         const int64_t cell = cell_of(hh, ww);
         if (!is_candidate_at(q, cell)) continue;
         const bool is_centre = offset.dh == 0 && offset.dw == 0;
-        if (!is_centre && !passes_sensitivity(response(q, cell), y_centre, params_.m)) continue;
+        if (!brush_cell_switches_on(is_centre, response(q, cell), y_centre, params_.m)) continue;
         switch_on(q, hh, ww, cell, stroke_index);
         ++pixels_on;
       }
@@ -463,11 +462,11 @@ class StrokePainter {
   KeyTree channel_best_;
   std::unique_ptr<OffChannelTree> off_channels_;  // made only when p > 1
   std::vector<int64_t> stroke_channels_;
-  struct SearchNode {
+  struct SearchNode {  // tiles [first, first + count) of a tree node
     int64_t node, first, count;
     Key ceiling;
   };
-  mutable std::vector<SearchNode> search_stack_;
+  std::vector<SearchNode> search_stack_;
   int64_t allowed_count_ = 0;
   int64_t covered_ = 0;
   float threshold_ = 0.0f;
@@ -500,7 +499,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   const std::vector<BrushOffset> offsets = brush_offsets(brush);
   const StrokeParams params{static_cast<int32_t>(tau),
                             static_cast<float>(m),
-                            p,
+                            static_cast<int32_t>(p),
                             min_response.has_value() ? static_cast<float>(*min_response) : kNoMinResponse,
                             max_strokes.value_or(-1),
                             max_coverage.value_or(-1.0),

@@ -1,6 +1,6 @@
 // Channel flush on CUDA, a memory-bound per-location top-tau selection. A block loads the C
 // responses of up to 32 consecutive locations with coalesced reads into shared memory (as
-// order-preserving 32-bit words, paint_rules.h); one warp per location finds the tau-th largest
+// rank words, flush_rank_word in paint_rules.h); one warp per location finds the tau-th largest
 // word by a most-significant-bit-first radix search that starts below the bits all the location's
 // words share, keeps ties by ascending channel, and the block writes the kept flags back with
 // coalesced writes. Up to 1024 channels a lane holds its words in registers for the search, which
@@ -140,9 +140,9 @@ __global__ void __launch_bounds__(kFlushThreads)
 #pragma unroll
       for (int u = 0; u < 8; ++u) values[u] = __ldg(source + (c + u * kFlushWarps) * HW);
 #pragma unroll
-      for (int u = 0; u < 8; ++u) row[c + u * kFlushWarps] = ordered_bits(values[u]);
+      for (int u = 0; u < 8; ++u) row[c + u * kFlushWarps] = flush_rank_word(values[u]);
     }
-    for (; c < C; c += kFlushWarps) row[c] = ordered_bits(__ldg(source + c * HW));
+    for (; c < C; c += kFlushWarps) row[c] = flush_rank_word(__ldg(source + c * HW));
   }
   __syncthreads();
 
@@ -190,8 +190,9 @@ constexpr FlushKernel kFlushKernels[] = {channel_flush_kernel<1>,  channel_flush
                                          channel_flush_kernel<0>};
 
 FlushKernel flush_kernel_for(int64_t C) {
+  constexpr int kLast = static_cast<int>(sizeof(kFlushKernels) / sizeof(kFlushKernels[0])) - 1;
   int k = 0;
-  while (k < 6 && (int64_t{32} << k) < C) ++k;
+  while (k < kLast && (int64_t{32} << k) < C) ++k;
   return kFlushKernels[k];
 }
 

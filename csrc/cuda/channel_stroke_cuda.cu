@@ -56,7 +56,6 @@ enum LoopStateField : int {
   kStateFields,
 };
 constexpr int kWarps = kThreads / 32;
-constexpr int kTileElements = kTileH * kTileW;
 static_assert(kTileElements == 64, "a tile is scanned by one warp, two elements a lane");
 
 // One image's sizes. C*H*W < 2^32 (op_checks.h), so an index inside an image (element c*HW + at,
@@ -269,7 +268,7 @@ class ImagePainter {
 
       // The channel set P: c, then the best channels that are off at the centre, while room is left.
       // Every thread knows P's first two channels; the rest go through shared memory.
-      const int32_t extra = min(a_.p - 1, a_.tau - channels_on_[centre] - 1);
+      const int32_t extra = penetration_extra(a_.p, a_.tau, channels_on_[centre]);
       int32_t channels = 1;
       uint32_t second_channel = 0;  // set when channels > 1
       Key previous = ~Key{0};
@@ -310,7 +309,7 @@ class ImagePainter {
         for (int32_t i = 0; i < channels; ++i) {
           const uint32_t q = i == 0 ? c : i == 1 ? second_channel : stroke_channels_[i];
           if (!is_candidate(allowed, on_[q * g_.HW + at] != 0, count, a_.tau)) continue;
-          if (!is_centre && !passes_sensitivity(y_[q * g_.HW + at], y_[q * g_.HW + centre], a_.m)) continue;
+          if (!brush_cell_switches_on(is_centre, y_[q * g_.HW + at], y_[q * g_.HW + centre], a_.m)) continue;
           candidate_removed(q, at, &dirty_count);
           on_[q * g_.HW + at] = 1;
           order_[q * g_.HW + at] = static_cast<int32_t>(stroke);
