@@ -78,7 +78,8 @@ def _check_activation(Y: torch.Tensor, check_finite: bool = True) -> torch.Tenso
     if Y.is_meta:
         raise ValueError("Y must hold values (the results depend on them), got a meta tensor")
     Y32 = Y.to(torch.float32)
-    if check_finite or Y32 is not Y:  # a conversion's overflow is told apart from NaN/Inf given
+    # NaN/Inf in the input first, so that a float64 -> float32 overflow gets its own message
+    if check_finite or Y32 is not Y:
         _require_finite(Y)
         if Y32 is not Y and not _all_finite(Y32):
             raise ValueError(f"Y must fit in float32 (|Y| <= 3.4e38), got {Y.dtype} values beyond it")
@@ -222,9 +223,10 @@ def _distance_weight(channel_cost: float, denominator: float, k: np.ndarray) -> 
     """float32(1 - g*(1 - exp(-k / denominator))) in float64 with the C library's exp (math.exp),
     so the table does not depend on numpy's SIMD code paths."""
     weights = np.empty(k.size, dtype=np.float32)
-    for start in range(0, k.size, 1 << 22):  # bounded float64 temporaries
+    chunk = 1 << 22  # bounded float64 temporaries
+    for start in range(0, k.size, chunk):
         with np.errstate(over="ignore"):  # a sigma near 1e-160: -k / denominator is -inf, exp 0
-            exponent = -k[start : start + (1 << 22)] / denominator
+            exponent = -k[start : start + chunk] / denominator
         exp = np.exp(exponent)
         value = 1.0 - channel_cost * (1.0 - exp)
         # numpy's exp may differ from the C library's by an ulp or two, which after 1 - exp is
@@ -388,7 +390,7 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
             raise ValueError(f"max_strokes must be at most 2^63 - 1, got {max_strokes}")
     if max_coverage is not None:
         max_coverage = _check_real("max_coverage", max_coverage, 0.0, 1.0, low_open=True)
-    brush_cells = make_brush(brush, (H, W))
+    brush_mask = make_brush(brush, (H, W))
     allowed4 = _allowed_4d(allowed, Y4, batched)
     init4 = _init_mask_4d(init_mask, Y, Y4)
     if C * H * W >= 2**32 - 1:
@@ -398,12 +400,12 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
                          f"int32), got C*H*W = {C * H * W} and max_strokes = {max_strokes}")
     if max(C, H, W) > INT32_MAX:
         raise ValueError(f"C, H and W must each be below 2^31 (stroke records are int32), got {tuple(Y4.shape)}")
-    reach = min(int(brush_cells.count_nonzero()), H * W)  # a stroke switches on at most p channels where it reaches
+    reach = min(int(brush_mask.count_nonzero()), H * W)  # a stroke switches on at most p channels where it reaches
     if C > 0 and reach * p > INT32_MAX:
         raise ValueError(f"p times the locations a stroke reaches (True brush cells, at most H*W) must be at most "
                          f"2^31 - 1 (a stroke's pixel count is int32), got p = {p} and {reach} locations")
     weights = _distance_weight_table(channel_cost, sigma, H, W).to(Y4.device)
-    return (Y4.contiguous(), allowed4, init4, brush_cells, weights, tau, m, p, min_response, max_strokes, max_coverage)
+    return (Y4.contiguous(), allowed4, init4, brush_mask, weights, tau, m, p, min_response, max_strokes, max_coverage)
 
 
 def _stroke_result(args: tuple, outputs: tuple, batched: bool) -> StrokeResult:

@@ -22,6 +22,7 @@ import torch
 
 from .._devices import device_problem
 from .base import Generator, GeneratorError, Layer
+from .hooked import HookedGenerator
 
 DEFAULT_GENERATOR = "multistyle26"
 
@@ -61,14 +62,6 @@ def load_generator(name: str = DEFAULT_GENERATOR, weights: str | None = None,
     generator = load(weights, device=device) if weights is not None or needs_weights else load(device=device)
     # float32 whatever torch's default dtype is: the modules are built in the default dtype
     return generator.float().eval().requires_grad_(False)  # pretrained, inference only
-
-
-def __getattr__(attribute: str):
-    if attribute == "HookedGenerator":
-        from .hooked import HookedGenerator
-
-        return HookedGenerator
-    raise AttributeError(attribute)
 
 
 __all__ = ["DEFAULT_GENERATOR", "Generator", "GeneratorError", "HookedGenerator", "Layer", "generator_names",

@@ -333,7 +333,7 @@ def paint(
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
             estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
-        context = _replaying_the_content(generator, condition, inputs, context)
+        context = _context_pinned_to_content(generator, condition, inputs, context)
         with timer.phase("plan"):
             content_image = _content_image(generator, inputs, context)
             plan = make_plan(content_image, planner, settings, verbose=verbose)
@@ -417,7 +417,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         timer = PhaseTimer(inputs.device)
         with timer.phase("estimate"):
             estimate = _check_memory(generator, inputs, context, layer_info, settings, verbose)
-        context = _replaying_the_content(generator, log.condition, inputs, context)
+        context = _context_pinned_to_content(generator, log.condition, inputs, context)
         # The new log is a copy of the caller's (no views of its tensors), with the weights and versions
         # this replay used, so that it replays in turn.
         log = replace(copy.deepcopy(log), weights=None if weights is None else str(Path(weights).resolve()),
@@ -557,8 +557,8 @@ def _make_context(generator: Generator, condition: dict[str, Any], inputs: torch
                             f"{error}") from None
 
 
-def _replaying_the_content(generator: Generator, condition: dict[str, Any], inputs: torch.Tensor,
-                           context: Any) -> Any:
+def _context_pinned_to_content(generator: Generator, condition: dict[str, Any], inputs: torch.Tensor,
+                               context: Any) -> Any:
     """The context to paint with. A generator that decodes by replaying the inputs it encoded
     (HookedGenerator: ``make_context(inputs=...)``) gets them pinned to the content image, so that it
     does not replay the step image encoded last; the memory estimate's probe runs (a shrunk image)
