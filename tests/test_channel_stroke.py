@@ -175,6 +175,8 @@ def test_empty_dimensions_give_empty_results(backend):
     for shape in [(0, 4, 4), (3, 0, 4), (2, 3, 0)]:
         r = run(torch.zeros(shape), 1, backend)
         assert r.order.shape == shape and r.strokes.shape == (0, 5)
+        for limits in ({}, {"max_strokes": 0}, {"max_coverage": 0.5}):  # no loop runs: no limit is reached
+            assert run(torch.zeros(shape), 1, backend, **limits).stop_reason == "exhausted"
     r = run(torch.zeros(0, 2, 3, 3), 1, backend)
     assert r.order.shape == (0, 2, 3, 3) and r.strokes == []
 
@@ -231,12 +233,19 @@ def test_the_fused_kernels_keep_denormals_in_flush_denormal_mode(fused):
     options = dict(brush=1, m=0.5, min_response=0.0, max_strokes=1)
     expected = strokes_list(run(image, 1, "reference", **options))
     assert expected == [[0, 0, 0, 1, 1]]
+    # the threshold min_response * Ymax of a denormal Ymax (the CUDA op takes Ymax with a torch reduction)
+    smallest = torch.tensor([[[1.401298464324817e-45, 0.0, 1.401298464324817e-45, -1.401298464324817e-45]]])
+    smallest_options = dict(brush=0, min_response=1.0, channel_cost=1.0, sigma=0.3)
+    smallest_expected = strokes_list(run(smallest, 1, "reference", **smallest_options))
+    assert len(smallest_expected) == 1
     torch.set_flush_denormal(True)
     try:
         painted = run(batch, 1, fused, **options)
+        smallest_painted = run(smallest, 1, fused, **smallest_options)
     finally:
         torch.set_flush_denormal(False)
     assert [strokes.cpu().tolist() for strokes in painted.strokes] == [expected] * 4
+    assert strokes_list(smallest_painted) == smallest_expected
 
 
 def uncropped_reference_strokes(Y, tau, brush_cells, **kwargs):

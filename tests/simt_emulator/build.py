@@ -26,12 +26,25 @@ SELF_TEST_SOURCE = EMULATOR / "self_test_kernels.cu"  # registers its own ops
 
 LAUNCH = re.compile(r"(\w+)<<<(.*?)>>>\(", re.DOTALL)
 DYNAMIC_SHARED = re.compile(r"extern __shared__ (\w+) (\w+)\[\];")
+# An op's host code, run here on the CPU, stands in for device work too (the CUDA op's torch
+# reductions): it runs in the GPU's floating-point mode, denormals kept whatever the caller's
+# torch.set_flush_denormal, as the kernels' fibers do (simt.h).
+ON_DEVICE = """
+template <auto Op> struct OnDevice;
+template <typename Result, typename... Args, Result (*Op)(Args...)>
+struct OnDevice<Op> {
+  static Result call(Args... args) {
+    const cpia::DenormalsKept float_mode;
+    return Op(args...);
+  }
+};
+"""
 REGISTRATION = re.compile(r"TORCH_LIBRARY_IMPL\(cpia, CUDA, m\) \{ m\.impl\(\"(\w+)\", &(\w+)\); \}")
 
 
 def emulated_source() -> str:
     """One translation unit: the emulator, then every CUDA source rewritten, then the op definitions."""
-    parts = ["#include <ATen/ATen.h>", "#include <torch/library.h>", '#include "simt.h"']
+    parts = ["#include <ATen/ATen.h>", "#include <torch/library.h>", '#include "simt.h"', '#include "cpu/float_mode.h"']
     definitions = []
     for path in KERNEL_SOURCES + (SELF_TEST_SOURCE,):
         text = path.read_text()
@@ -42,9 +55,9 @@ def emulated_source() -> str:
         if launches == 0 or (path != SELF_TEST_SOURCE and not registered):
             raise RuntimeError(f"{path}: found {launches} kernel launches and {len(registered)} op registrations; "
                                "update tests/simt_emulator/build.py to the file's new form")
-        definitions += [f'  m.def("{op}", &cpia::{function});' for op, function in registered]
+        definitions += [f'  m.def("{op}", &OnDevice<&cpia::{function}>::call);' for op, function in registered]
         parts += [f'#line 1 "{path}"', text]
-    parts += ["TORCH_LIBRARY(cpia_emulated, m) {", *definitions,
+    parts += [ON_DEVICE, "TORCH_LIBRARY(cpia_emulated, m) {", *definitions,
               '  m.def("set_schedule_seed", [](int64_t seed) { ::simt::schedule_seed() = static_cast<uint64_t>(seed); });',
               '  m.def("block_barriers", []() { return static_cast<int64_t>(::simt::block_barriers_released()); });',
               '  m.def("warp_barriers", []() { return static_cast<int64_t>(::simt::warp_barriers_released()); });',
@@ -76,7 +89,8 @@ def load_emulated_kernels(race_check: bool = False):
     torch.utils.cpp_extension.load(
         name=f"cpia_emulated_{digest}",
         sources=[str(source_path)],
-        extra_include_paths=[str(EMULATOR / "include"), str(EMULATOR), str(REPOSITORY / "csrc" / "cuda")],
+        extra_include_paths=[str(EMULATOR / "include"), str(EMULATOR), str(REPOSITORY / "csrc" / "cuda"),
+                             str(REPOSITORY / "csrc")],
         extra_cflags=cflags,
         extra_ldflags=["-fsanitize=thread"] if race_check else [],
         build_directory=str(build_dir),
