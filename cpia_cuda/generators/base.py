@@ -50,8 +50,10 @@ class Generator(nn.Module):
     #: convolutional), so progressive frames can be decoded from an activation shrunk to the preview
     #: size; False if it needs the size ``encode`` produced (a GAN, a hooked module that replays its inputs)
     decodes_any_size: bool = False
-    #: the smallest image side the network makes and takes (frames shrunk to a preview keep it)
-    min_image_side: int = 1
+    #: with ``decodes_any_size``, the smallest image side its decode makes (frames shrunk to a preview
+    #: keep it): by default 5, what a network that opens with a 9x9 convolution behind a reflection
+    #: padding of 4, as the style networks do, needs
+    min_image_side: int = 5
 
     def layers(self) -> Sequence[Layer]:
         """The operable layers in forward order, with indices l = 1, 2, ... as in the paper."""
