@@ -966,3 +966,80 @@ def test_on_cuda_a_run_larger_than_the_free_device_memory_is_refused(image, cuda
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     with pytest.raises(PaintingError, match=r"does not fit.*available: 0\.00 GiB"):
         _paint(image, cuda_generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# what the docs say a painting holds (gaps a mutation campaign found)
+
+
+def test_a_frame_holds_exactly_the_elements_of_the_strokes_before_it():
+    from cpia_cuda.painting.render import frame_mask
+
+    order = torch.tensor([0, 1, 2, -1], dtype=torch.int32).view(4, 1, 1)
+    assert frame_mask(order, 1).flatten().tolist() == [True, False, False, False]
+    assert frame_mask(order, 3).flatten().tolist() == [True, True, True, False]
+
+
+def test_a_stroke_map_shows_the_channel_of_the_latest_stroke_from_stroke_0_on():
+    from cpia_cuda.painting.render import channel_palette, render_stroke_maps
+
+    order = torch.tensor([0, -1], dtype=torch.int32).view(2, 1, 1)
+    maps = render_stroke_maps(order, [1], tau=1, size=(1, 1), background=(1.0, 1.0, 1.0))
+    assert torch.allclose(maps[0, :, 0, 0], channel_palette(2)[0])
+
+
+def test_the_mean_fill_is_the_mean_colour_of_the_region():
+    content = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[:3, :5] = True
+    step = step_image(content, mask, "mean", (1.0, 1.0, 1.0))
+    outside = int((~mask).sum())
+    assert torch.allclose(step[0][:, ~mask], content[0][:, mask].mean(1, keepdim=True).expand(3, outside))
+    assert torch.equal(step[0][:, mask], content[0][:, mask])
+
+
+def test_a_flush_painting_logs_one_record_a_region_and_plots_the_flush_alone(image, generator):
+    from cpia_cuda.painting.outputs import _coverage_series, plan_overlay
+    from cpia_cuda.painting.render import channel_palette
+
+    result = _paint(image, generator, mode="flush", frames=2)
+    strokes = result.log.strokes
+    assert strokes.shape[0] == len(result.plan)
+    assert (strokes[:, 1:4] == -1).all() and (strokes[:, 5] == 8).all()  # (region, -1, -1, -1, elements, tau)
+    assert list(_coverage_series(result)) == ["flush"]
+    overlay, palette = plan_overlay(result), channel_palette(len(result.plan))
+    for position, region in enumerate(result.plan):  # a region's colour is its position in the plan
+        row, col = region.mask.nonzero()[0]
+        assert torch.allclose(overlay[:, row, col], torch.lerp(result.content[:, row, col], palette[position], 0.5))
+
+
+def test_paint_adds_the_background_region_and_takes_reverse_order(image, generator):
+    result = _paint(image, generator, planner=BottomOnlyPlanner(), max_strokes=10, frames=2)
+    assert [region.label for region in result.plan] == ["bottom", "background"]
+    assert result.plan[1].mask[: SIZE // 2].all() and not result.plan[1].mask[SIZE // 2:].any()
+    reversed_plan = _paint(image, generator, max_strokes=10, frames=2, reverse_order=True).plan
+    assert [region.label for region in reversed_plan] == ["top", "bottom"]  # the score order paints bottom first
+
+
+def test_the_comparison_flush_keeps_tau_channels_at_every_location(image, generator):
+    result = _paint(image, generator, max_strokes=10, frames=2)
+    assert float(result.coverage_flush.sum()) == pytest.approx(8.0)
+    assert float(result.coverage.sum()) < 8.0
+
+
+def test_kept_frames_of_a_gpu_run_are_held_against_host_memory():
+    from cpia_cuda.painting.memory import MemoryEstimate
+
+    estimate = MemoryEstimate(device="cuda", activation_shape=(1, 1, 1), painting_state=1, generator_working_set=1,
+                              frame_batch=1, available=None, kept_frames=100, host_available=10)
+    assert not estimate.fits
+    assert dataclasses.replace(estimate, host_available=100).fits
+
+
+def test_the_frame_batch_estimate_grows_with_the_image_area(generator):
+    from cpia_cuda.painting.memory import estimate_memory
+
+    layer, context = generator.resolve_layer(LAYER), generator.make_context(style=3)
+    batches = [estimate_memory(generator, torch.rand(1, 3, side, side), context, layer, preview_size=2048,
+                               frame_batch=1).frame_batch for side in (256, 512)]
+    assert 3 < batches[1] / batches[0] < 5

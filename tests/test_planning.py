@@ -632,3 +632,15 @@ def test_yolo_on_a_blank_image_finds_nothing_and_validates_input(yolo):
     assert yolo.plan(torch.full((3, 64, 96), 0.5)) == []
     with pytest.raises(PlanningError, match=r"expected values in \[0, 1\]"):
         yolo.plan(torch.full((3, 64, 96), 2.0))
+
+
+def test_foreground_first_orders_the_detected_regions_by_score(regions):
+    assert labels_of(order_regions(regions, "foreground-first")) == ["b", "person", "a", BACKGROUND_LABEL]
+
+
+def test_label_groups_keep_the_order_the_labels_are_listed_in(regions):
+    """Listed against the score order, so that the groups' own order shows."""
+    assert labels_of(order_regions(regions, "score", skip_background=True, last_labels=("person", "b"))) == \
+        ["a", "person", "b"]
+    assert labels_of(order_regions(regions, "score", skip_background=True, first_labels=("a", "b"))) == \
+        ["a", "b", "person"]
