@@ -218,8 +218,10 @@ def test_write_outputs_refuses_to_overwrite_and_leaves_no_temporary_files(image,
     torch.testing.assert_close(torch.tensor(coverage["painting"]["per_channel"]), result.coverage, atol=1e-6, rtol=0)
     assert torch.equal(result.coverage, result.coverage_flush)  # in flush mode the comparison is the painting
     before = {path: path.read_bytes() for path in written}
-    with pytest.raises(FileExistsError, match="painting.png exists already"):
-        write_outputs(result, tmp_path)
+    with pytest.MonkeyPatch.context() as patch:  # refused before anything is encoded or staged
+        patch.setattr(outputs_module, "staged_file", lambda *args: pytest.fail("staged an output of a refused write"))
+        with pytest.raises(FileExistsError, match="painting.png exists already"):
+            write_outputs(result, tmp_path)
     assert {path: path.read_bytes() for path in written} == before
     assert write_outputs(result, tmp_path, overwrite=True) == written
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
