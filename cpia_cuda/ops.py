@@ -73,8 +73,7 @@ def _check_activation(Y: torch.Tensor, check_finite: bool = True) -> torch.Tenso
         raise ValueError(f"Y must be a 3-D (C, H, W) or 4-D (N, C, H, W) tensor, got {Y.dim()}-D")
     if not Y.is_floating_point():
         raise TypeError(f"Y must be a floating-point tensor, got {Y.dtype}")
-    if Y.layout != torch.strided:
-        raise TypeError(f"Y must be a dense tensor, got the layout {Y.layout}")
+    _require_dense("Y", Y)
     if Y.is_meta:
         raise ValueError("Y must hold values (the results depend on them), got a meta tensor")
     Y32 = Y.to(torch.float32)
@@ -84,6 +83,11 @@ def _check_activation(Y: torch.Tensor, check_finite: bool = True) -> torch.Tenso
         if Y32 is not Y and not _all_finite(Y32):
             raise ValueError(f"Y must fit in float32 (|Y| <= 3.4e38), got {Y.dtype} values beyond it")
     return Y32
+
+
+def _require_dense(name: str, value: torch.Tensor) -> None:
+    if value.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got the layout {value.layout}")
 
 
 def _require_finite(Y: torch.Tensor) -> None:
@@ -143,8 +147,7 @@ def _check_bool_tensor(name: str, value: torch.Tensor, Y: torch.Tensor) -> None:
         raise TypeError(f"{name} must be a bool tensor, got {type(value).__name__}")
     if value.dtype != torch.bool:
         raise TypeError(f"{name} must be a bool tensor, got {value.dtype}")
-    if value.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense tensor, got the layout {value.layout}")
+    _require_dense(name, value)
     if value.device != Y.device:
         raise ValueError(f"{name} must be on the same device as Y ({Y.device}), got {value.device}")
 
@@ -181,8 +184,7 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
     if isinstance(brush, torch.Tensor):
         if brush.dtype != torch.bool:
             raise TypeError(f"brush must be an int z >= 0 or a bool (kh, kw) tensor, got a {brush.dtype} tensor")
-        if brush.layout != torch.strided:
-            raise TypeError(f"brush must be a dense tensor, got the layout {brush.layout}")
+        _require_dense("brush", brush)
         if brush.device.type == "meta":
             raise ValueError("brush must be a tensor with values (CPU or CUDA), got a meta tensor")
         if brush.dim() != 2 or brush.shape[0] % 2 == 0 or brush.shape[1] % 2 == 0:
