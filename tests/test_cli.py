@@ -1,11 +1,13 @@
 """The cpia command, called as cpia_cuda.cli.main([...]) with temporary folders."""
 
+import inspect
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cpia_cuda.cli import main
@@ -438,3 +440,104 @@ def test_device_choices_that_cannot_run_are_refused_by_name(name, gpus, kernels,
     with pytest.raises(ValueError, match=message):
         resolve_device(name)
     assert resolve_device("cpu") == "cpu"
+
+
+class _PaintCalled(Exception):
+    """Raised by the stand-in for paint() once it has recorded its arguments."""
+
+
+def _paint_arguments(monkeypatch, tmp_path, arguments):
+    """The keyword arguments `cpia` gives paint() for ``arguments`` (the painting itself is skipped)."""
+    import cpia_cuda.painting
+
+    calls = []
+
+    def record(content, **kwargs):
+        calls.append((content, kwargs))
+        raise _PaintCalled
+
+    monkeypatch.setattr(cpia_cuda.painting, "paint", record)
+    with pytest.raises(_PaintCalled):
+        main([*arguments, "-o", str(tmp_path / "out")])
+    return calls[0]
+
+
+# Each paint option, a value other than its default, and the paint() keyword it must become.
+PAINT_OPTIONS = [
+    (["--layer", "res.2"], "layer", "res.2"),
+    (["--layer", "6"], "layer", 6),
+    (["--mode", "flush"], "mode", "flush"),
+    (["--tau", "5"], "tau", 5),
+    (["--brush", "2"], "brush", 2),
+    (["--m", "0.55"], "m", 0.55),
+    (["--p", "3"], "p", 3),
+    (["--channel-cost", "0.25"], "channel_cost", 0.25),
+    (["--sigma", "2.5"], "sigma", 2.5),
+    (["--min-response", "0.3"], "min_response", 0.3),
+    (["--min-response", "none"], "min_response", None),
+    (["--max-strokes", "17"], "max_strokes", 17),
+    (["--max-coverage", "0.4"], "max_coverage", 0.4),
+    (["--backend", "reference"], "backend", "reference"),
+    (["--planner", "none"], "planner", None),
+    (["--planner", "maskrcnn"], "planner", "maskrcnn"),
+    (["--planner-option", "segments=7", "--planner-option", "compactness=0.5", "--planner-option", "mode=fast"],
+     "planner_options", {"segments": 7, "compactness": 0.5, "mode": "fast"}),
+    (["--order", "area"], "order", "area"),
+    (["--reverse-order"], "reverse_order", True),
+    (["--skip-background"], "skip_background", True),
+    (["--first-labels", "dog,cat"], "first_labels", ["dog", "cat"]),
+    (["--last-labels", "person"], "last_labels", ["person"]),
+    (["--step-fill", "background"], "step_fill", "background"),
+    (["--frames", "9"], "frames", 9),
+    (["--every", "4"], "every", 4),
+    (["--preview-size", "77"], "preview_size", 77),
+    (["--frame-batch", "3"], "frame_batch", 3),
+    (["--background", "black"], "background", "black"),
+    (["--seed", "12"], "seed", 12),
+]
+
+
+def test_every_paint_option_has_a_case_below():
+    from cpia_cuda.cli import _painting_options, build_parser
+
+    keywords = set(_painting_options(build_parser().parse_args(["paint", "photo.jpg"])))
+    assert keywords == {keyword for _, keyword, _ in PAINT_OPTIONS}
+
+
+@pytest.mark.parametrize("arguments, keyword, expected", PAINT_OPTIONS,
+                         ids=[" ".join(arguments) for arguments, _, _ in PAINT_OPTIONS])
+def test_each_paint_option_reaches_paint_as_its_keyword(arguments, keyword, expected, image_file, tmp_path,
+                                                         monkeypatch):
+    from cpia_cuda.painting import paint
+
+    _, given = _paint_arguments(monkeypatch, tmp_path, ["paint", str(image_file), *arguments])
+    assert given[keyword] == expected and type(given[keyword]) is type(expected)
+    defaults = {name: parameter.default for name, parameter in inspect.signature(paint).parameters.items()}
+    defaults.update(planner_options={}, first_labels=[], last_labels=[])  # the parser's empty lists
+    others = {name: value for name, value in given.items()
+              if name in defaults and name not in (keyword, "generator", "condition", "weights", "verbose")}
+    assert others == {name: defaults[name] for name in others}  # nothing else moved off its default
+
+
+def test_paint_passes_the_image_style_and_weights(image_file, tmp_path, monkeypatch):
+    from cpia_cuda.generators.multistyle26 import packaged_model_path
+
+    weights = packaged_model_path("multistyle26.onnx")
+    content, given = _paint_arguments(monkeypatch, tmp_path, ["paint", str(image_file), "--style", "11",
+                                                              "--weights", str(weights)])
+    assert content.shape == (3, 64, 64) and given["condition"] == {"style": 11}
+    assert given["weights"] == str(weights) and given["generator"].name == "multistyle26"
+
+
+@pytest.mark.parametrize("keyword, condition", [("17", {"class_index": 17}), ("blue", {"keyword": "blue"})])
+def test_generate_turns_a_number_into_a_class_index_and_words_into_a_keyword(keyword, condition, tmp_path,
+                                                                             monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("omniart_eye_generator") is None:
+        pytest.skip("omniart-eye-generator is not installed")
+    content, given = _paint_arguments(monkeypatch, tmp_path, ["generate", "--gan", "eyes", "--keyword", keyword,
+                                                              "--seed", "3", "--tau", "6"])
+    assert given["condition"] == condition and given["tau"] == 6 and given["seed"] == 3
+    generator = given["generator"]
+    assert torch.equal(content, generator.sample_inputs(1, 3))
