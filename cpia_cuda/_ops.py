@@ -49,16 +49,36 @@ if _C is not None:
         if other is not None and other.device != Y.device:
             raise RuntimeError(f"{name} must be on the same device as Y ({Y.device}), got {other.device}")
 
+    def _check_shapes(Y, allowed, tau):
+        # What decides the outputs' shapes, with the kernels' words (csrc/op_checks.h), so that a bad
+        # call fails at trace time as it would at run time; the values are checked when the op runs.
+        if Y.dim() != 4:
+            raise RuntimeError(f"Y must be a 4-D tensor (N, C, H, W), got {Y.dim()}-D")
+        if Y.dtype != torch.float32:
+            raise RuntimeError(f"Y must be float32, got {Y.dtype}")
+        if allowed.dtype != torch.bool:
+            raise RuntimeError(f"allowed must be bool, got {allowed.dtype}")
+        N, C, H, W = Y.shape
+        if tuple(allowed.shape) != (N, H, W):
+            raise RuntimeError(f"allowed must have shape (N, H, W) = ({N}, {H}, {W}), got {list(allowed.shape)}")
+        _check_same_device(Y, allowed, "allowed")
+        if C == 0 and tau < 1:
+            raise RuntimeError(f"tau must be >= 1, got {tau}")
+        if C > 0 and not 1 <= tau <= C:
+            raise RuntimeError(f"tau must be in [1, C] = [1, {C}], got {tau}")
+
     @torch.library.register_fake("cpia::channel_flush")
     def _channel_flush_fake(Y, allowed, tau):
-        _check_same_device(Y, allowed, "allowed")
+        _check_shapes(Y, allowed, tau)
         return Y.new_empty(Y.shape, dtype=torch.bool)  # the kernels return contiguous outputs
 
     @torch.library.register_fake("cpia::channel_stroke")
     def _channel_stroke_fake(
         Y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes, max_coverage
     ):
-        _check_same_device(Y, allowed, "allowed")
+        _check_shapes(Y, allowed, tau)
+        if init_mask is not None and init_mask.shape != Y.shape:
+            raise RuntimeError(f"init_mask must have the shape of Y {list(Y.shape)}, got {list(init_mask.shape)}")
         _check_same_device(Y, init_mask, "init_mask")
         _check_same_device(Y, distance_weights, "distance_weights")
         total_strokes = torch.library.get_ctx().new_dynamic_size()

@@ -393,8 +393,6 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
     if max_coverage is not None:
         max_coverage = _check_real("max_coverage", max_coverage, 0.0, 1.0, low_open=True)
     brush_mask = make_brush(brush, (H, W))
-    allowed4 = _allowed_4d(allowed, Y4, batched)
-    init4 = _init_mask_4d(init_mask, Y, Y4)
     if C * H * W >= 2**32 - 1:
         raise ValueError(f"C*H*W must be below 2^32 - 1 per image, got {C * H * W}")
     if C * H * W > INT32_MAX and (max_strokes is None or max_strokes > INT32_MAX):
@@ -402,6 +400,8 @@ def _stroke_op_args(Y: torch.Tensor, tau: int, brush: Brush, m: float, p: int, c
                          f"int32), got C*H*W = {C * H * W} and max_strokes = {max_strokes}")
     if max(C, H, W) > INT32_MAX:
         raise ValueError(f"C, H and W must each be below 2^31 (stroke records are int32), got {tuple(Y4.shape)}")
+    allowed4 = _allowed_4d(allowed, Y4, batched)  # allocates the default: after the size checks
+    init4 = _init_mask_4d(init_mask, Y, Y4)
     reach = min(int(brush_mask.count_nonzero()), H * W)  # a stroke switches on at most p channels where it reaches
     if C > 0 and reach * p > INT32_MAX:
         raise ValueError(f"p times the locations a stroke reaches (True brush cells, at most H*W) must be at most "

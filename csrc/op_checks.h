@@ -16,6 +16,8 @@
 #include <limits>
 #include <string>
 
+#include "brush.h"
+
 namespace cpia {
 
 // Brush cells are counted in int32 by the kernels, with room for a block's stride past the last.
@@ -83,7 +85,10 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
               "brush must be a 2-D tensor with odd sides, got shape ", brush.sizes());
   TORCH_CHECK(brush.device().is_cpu(), "brush must be a CPU tensor, got ", brush.device());
   TORCH_CHECK(brush[brush.size(0) / 2][brush.size(1) / 2].item<bool>(), "brush centre must be True");
-  TORCH_CHECK(brush.numel() <= kMaxBrushCells, "brush must have at most 2^31 - 1024 cells, got ", brush.numel());
+  // As the Python wrapper does, the cells are counted after the crop to what can reach the image.
+  const at::Tensor reachable = reachable_brush(brush, y.size(2), y.size(3));
+  TORCH_CHECK(reachable.numel() <= kMaxBrushCells, "brush must have at most 2^31 - 1024 cells, got ",
+              reachable.numel());
   TORCH_CHECK(distance_weights.scalar_type() == at::kFloat, "distance_weights must be float32, got ",
               distance_weights.scalar_type());
   TORCH_CHECK(distance_weights.dim() == 1 && distance_weights.numel() >= 1,
@@ -110,7 +115,7 @@ inline void check_channel_stroke_args(const at::Tensor& y, const at::Tensor& all
               "C, H and W must each be below 2^31 (stroke records are int32), got ", y.sizes());
   // A stroke switches on at most p channels at each location its brush reaches (with C > 0, p <= C < 2^31,
   // so the product fits in int64; with C = 0 there are no strokes).
-  const int64_t reach = std::min(brush.count_nonzero().item<int64_t>(), y.size(2) * y.size(3));
+  const int64_t reach = std::min(reachable.count_nonzero().item<int64_t>(), y.size(2) * y.size(3));
   TORCH_CHECK(y.size(1) == 0 || reach * p <= kInt32Max, "p times the locations a stroke reaches (True brush cells, at "
               "most H*W) must be at most 2^31 - 1 (a stroke's pixel count is int32), got p = ", p, " and ", reach,
               " locations");

@@ -267,6 +267,23 @@ def test_brush_larger_than_the_image_is_cropped_without_changing_strokes(backend
 
 
 @pytest.mark.parametrize("fused", FUSED_BACKENDS)
+def test_the_ops_crop_a_brush_they_are_given_whole(fused):
+    """Called directly, past make_brush, the ops crop the brush themselves: a brush of 2^31 + 5657
+    cells (a view of one) on a 4 x 5 image paints as its 7 x 9 crop, and is not refused as too large."""
+    Y = torch.rand(3, 4, 5, generator=torch.Generator().manual_seed(8)) + 0.5  # with m small, every offset passes
+    args = list(_stroke_op_args(Y, 2, 0, 0.01, 1, 0.5, 4.0, 0.1, None, None, None, None))
+    args[3] = torch.ones(1, 1, dtype=torch.bool).expand(46341, 46341)
+    if fused == EMULATED:
+        order, records = emulated_kernels().channel_stroke(*args)[:2]
+    else:
+        moved = [a.to(fused) if isinstance(a, torch.Tensor) and i != 3 else a for i, a in enumerate(args)]
+        order, records = (out.cpu() for out in torch.ops.cpia.channel_stroke(*moved)[:2])
+    expected = run(Y, 2, "reference", brush=10**9, m=0.01)
+    assert records.tolist() == strokes_list(expected) and len(records) > 1
+    assert torch.equal(order[0], expected.order)
+
+
+@pytest.mark.parametrize("fused", FUSED_BACKENDS)
 @pytest.mark.parametrize("seed", range(60))
 def test_fused_kernel_matches_reference(fused, seed):
     Y, tau, kwargs = random_stroke_case(seed)

@@ -168,8 +168,11 @@ def test_op_level_checks_use_the_same_words():
         torch.ops.cpia.channel_stroke(*args[:3], torch.tensor([[True, False, True]]), *args[4:])
     huge_brush = torch.ones(1, 1, dtype=torch.bool).expand(46341, 46341)  # 2^31 + 5657 cells, no memory
     message = "brush must have at most 2\\^31 - 1024 cells, got 2147488281"
+    # Counted after the crop to (2H - 1) x (2W - 1), as make_brush does: an image it can cover (views, no memory).
+    Y_wide = torch.zeros(1, 1, 1, 1).expand(1, 2, 23171, 23171)
+    allowed_wide = torch.ones(1, 1, 1, dtype=torch.bool).expand(1, 23171, 23171)
     with pytest.raises(RuntimeError, match=message):
-        torch.ops.cpia.channel_stroke(*args[:3], huge_brush, *args[4:])
+        torch.ops.cpia.channel_stroke(Y_wide, allowed_wide, None, huge_brush, *args[4:])
     with pytest.raises(ValueError, match=message):
         make_brush(huge_brush)
     with pytest.raises(ValueError, match=message):
@@ -205,6 +208,31 @@ def test_op_level_checks_use_the_same_words():
             torch.ops.cpia.channel_stroke(*args[:position], on_meta[position], *args[position + 1:])
     with pytest.raises(RuntimeError, match=r"allowed must be on the same device as Y \(cpu\), got meta"):
         torch.ops.cpia.channel_flush(Y4, on_meta[1], 1)
+
+
+@pytest.mark.parametrize("Y, allowed, tau, message", [
+    (torch.rand(2, 4, 5), torch.ones(1, 4, 5, dtype=torch.bool), 1, "Y must be a 4-D tensor \\(N, C, H, W\\), got 3-D"),
+    (torch.rand(1, 3, 4, 5, dtype=torch.float64), torch.ones(1, 4, 5, dtype=torch.bool), 1, "Y must be float32"),
+    (torch.rand(1, 3, 4, 5), torch.ones(1, 4, 5), 1, "allowed must be bool"),
+    (torch.rand(1, 3, 4, 5), torch.ones(7, dtype=torch.bool), 1,
+     r"allowed must have shape \(N, H, W\) = \(1, 4, 5\), got \[7\]"),
+    (torch.rand(1, 3, 4, 5), torch.ones(1, 4, 5, dtype=torch.bool), 4, r"tau must be in \[1, C\] = \[1, 3\], got 4"),
+    (torch.rand(1, 0, 4, 5), torch.ones(1, 4, 5, dtype=torch.bool), 0, "tau must be >= 1, got 0"),
+])
+@pytest.mark.parametrize("op", ["channel_flush", "channel_stroke"])
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_kernels_and_fakes_refuse_bad_shapes_with_the_same_words(op, Y, allowed, tau, message, device):
+    """On meta tensors the ops run their fakes (as under torch.compile): they refuse what decides the
+    outputs' shapes as the kernels do, rather than return a result for it."""
+    Y, allowed = Y.to(device), allowed.to(device)
+    if op == "channel_flush":
+        args = (Y, allowed, tau)
+    else:
+        W = Y.shape[-1] if Y.dim() else 1
+        args = (Y, allowed, None, make_brush(0), distance_weights(0.5, 4.0, 4, W).to(device), tau, 0.8, 1, 0.1,
+                None, None)
+    with pytest.raises(RuntimeError, match=message):
+        getattr(torch.ops.cpia, op)(*args)
 
 
 def sample_stroke_args(device):
@@ -273,3 +301,11 @@ def test_images_past_int32_stroke_indices_need_max_strokes():
         torch.ops.cpia.channel_stroke(*args)
     with pytest.raises(RuntimeError, match=r"C\*H\*W must be below 2\^32 - 1 per image, got 4311744512"):
         torch.ops.cpia.channel_stroke(torch.zeros(1).expand(1, 2**16, H, W), *args[1:9], 10, None)
+
+
+def test_an_image_too_large_is_refused_before_its_default_allowed_is_made():
+    """The size checks come before any allocation: a (4, 1, 65536, 65536) view of one float would
+    otherwise first get an all-True `allowed` of 16 GiB."""
+    huge = torch.zeros(1, 1, 1, 1).expand(4, 1, 2**16, 2**16)  # C*H*W = 2^32 per image, never materialised
+    with pytest.raises(ValueError, match=r"C\*H\*W must be below 2\^32 - 1 per image, got 4294967296"):
+        channel_stroke(huge, 1, max_strokes=3)

@@ -496,7 +496,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
             channel_counts};
   }
 
-  const std::vector<BrushOffset> offsets = brush_offsets(brush);
+  const std::vector<BrushOffset> offsets = brush_offsets(brush, H, W);
   const StrokeParams params{static_cast<int32_t>(tau),
                             static_cast<float>(m),
                             static_cast<int32_t>(p),

@@ -448,7 +448,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_s
   g.tiles = static_cast<uint32_t>(ceil_div(H, kTileH)) * g.tiles_w;
   for (; g.tree_width < g.tiles; g.tree_width <<= 1) ++g.tree_height;
 
-  const std::vector<BrushOffset> offsets = brush_offsets(brush);
+  const std::vector<BrushOffset> offsets = brush_offsets(brush, H, W);
   std::vector<int32_t> offset_pairs;
   for (const BrushOffset& o : offsets) offset_pairs.insert(offset_pairs.end(), {o.dh, o.dw});
   const at::Tensor brush_d =
