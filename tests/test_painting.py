@@ -86,6 +86,19 @@ def test_tau_equal_to_channels_without_a_response_stop_gives_the_plain_output_at
     torch.testing.assert_close(result.image, plain, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("layer", range(1, 11))
+def test_an_image_off_the_size_multiple_is_cropped_not_resized_at_every_layer(generator, layer):
+    # 13 x 21 runs through the network as 16 x 24 (4 * ceil(side / 4)); the excess of 3 pixels is
+    # the network's rounding at every layer, also where a layer cell is 1 or 2 output pixels.
+    odd = torch.rand(3, 13, 21, generator=torch.Generator().manual_seed(2))
+    plain = generator.forward(odd[None], generator.make_context(style=3))[0, :, :13, :21]
+    tau = generator.resolve_layer(layer).channels
+    result = paint(odd, generator=generator, condition={"style": 3}, layer=layer, tau=tau, mode="flush",
+                   planner=None, step_fill="none", frames=1)
+    torch.testing.assert_close(result.image, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.frames[-1], plain, atol=1e-5, rtol=0)
+
+
 def test_partial_painting_is_not_the_plain_output(image, generator):
     context = generator.make_context(style=3)
     plain = generator.forward(image[None], context)[0, :, :SIZE, :SIZE]

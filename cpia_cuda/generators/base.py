@@ -54,6 +54,9 @@ class Generator(nn.Module):
     #: keep it): by default 5, what a network that opens with a 9x9 convolution behind a reflection
     #: padding of 4, as the style networks do, needs
     min_image_side: int = 5
+    #: the output is ``size_multiple * ceil(H / size_multiple)`` by the same for W, aligned at the top-left
+    #: corner (a stride rounding up: the style networks' is 4); the painting crops the excess off
+    size_multiple: int = 1
 
     def layers(self) -> Sequence[Layer]:
         """The operable layers in forward order, with indices l = 1, 2, ... as in the paper."""

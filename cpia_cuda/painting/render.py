@@ -113,12 +113,13 @@ def channel_palette(channels: int) -> torch.Tensor:
     return torch.tensor(colours, dtype=torch.float32)
 
 
-def _fit(images: torch.Tensor, size: tuple[int, int], cell: tuple[float, float]) -> torch.Tensor:
-    """Bring decoder output to ``size``: crop the bottom/right excess of less than one layer cell
-    (a fully convolutional decoder rounds sizes up to its stride), else resize (antialiased)."""
+def _fit(images: torch.Tensor, size: tuple[int, int], cell: tuple[float, float], size_multiple: int) -> torch.Tensor:
+    """Bring decoder output to ``size``: crop a bottom/right excess of less than one layer cell or
+    than the generator's ``size_multiple`` (a fully convolutional decoder rounds sizes up to its
+    stride, whatever the layer), else resize (antialiased)."""
     height, width = images.shape[-2:]
     excess = (height - size[0], width - size[1])
-    if 0 <= excess[0] < max(cell[0], 1.0) and 0 <= excess[1] < max(cell[1], 1.0):
+    if all(0 <= excess[i] < max(cell[i], size_multiple, 1.0) for i in range(2)):
         return images[..., : size[0], : size[1]]
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
 
@@ -174,7 +175,8 @@ class CanvasRenderer:
         """The canvas (3, H, W) at full resolution for ``painted`` (C, h, w) under ``mask`` (C, h, w)."""
         activation = (painted * mask).unsqueeze(0)
         canvas = self.composite(activation, mask.sum(0, keepdim=True))
-        return _fit(canvas, self.image_size, _cell(mask.shape[-2:], canvas.shape[-2:]))[0]
+        return _fit(canvas, self.image_size, _cell(mask.shape[-2:], canvas.shape[-2:]),
+                    self.generator.size_multiple)[0]
 
     @torch.no_grad()
     def render_frames(self, painted: torch.Tensor, order: torch.Tensor, thresholds: Sequence[int],
@@ -202,7 +204,8 @@ class CanvasRenderer:
                 activations.append(activation)
                 counts.append(count[0])
             canvas = self.composite(torch.stack(activations), torch.stack(counts))
-            frames[start:start + len(activations)] = _fit(canvas, target, _cell(small_grid, canvas.shape[-2:]))
+            frames[start:start + len(activations)] = _fit(canvas, target, _cell(small_grid, canvas.shape[-2:]),
+                                                          self.generator.size_multiple)
             if progress is not None:
                 progress(len(activations))
         return frames
