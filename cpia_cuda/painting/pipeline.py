@@ -278,8 +278,8 @@ def paint(
         brush, m, p, channel_cost, sigma, min_response, max_strokes, max_coverage: as in
             :func:`cpia_cuda.channel_stroke`; the stopping limits apply per region.
         planner: a planner name (``"segments"``, ``"yolo"``, ``"maskrcnn"``), a Planner, or None for
-            one region covering the whole image. ``planner_options`` go to ``make_planner``; ``seed``
-            is added when the planner takes one.
+            one region covering the whole image. ``planner_options`` go to ``make_planner`` (so they
+            need a planner name); ``seed`` is added when the planner takes one.
         order, skip_background, first_labels, last_labels, reverse_order: the order policy
             (:func:`cpia_cuda.planning.order.order_regions`).
         frames / every: F frames spread over the run (default 24) or one frame every k strokes.
@@ -320,7 +320,7 @@ def paint(
             brush=_brush_setting(brush), m=m, p=p, channel_cost=channel_cost, sigma=sigma,
             min_response=min_response, max_strokes=max_strokes, max_coverage=max_coverage,
             planner=planner if isinstance(planner, str) or planner is None else getattr(planner, "name", "custom"),
-            planner_options=dict(planner_options or {}), order=order, skip_background=skip_background,
+            planner_options=_check_planner_options(planner, planner_options), order=order, skip_background=skip_background,
             first_labels=check_labels("first_labels", first_labels),
             last_labels=check_labels("last_labels", last_labels), reverse_order=reverse_order,
             frames=DEFAULT_FRAMES if frames is None and every is None else frames, every=every, seed=seed,
@@ -538,10 +538,18 @@ def _prepare_inputs(content: torch.Tensor, generator: Generator) -> torch.Tensor
     if content.dim() != expected_dims + 1 or content.shape[0] != 1:
         what = "an image (3, H, W) or (1, 3, H, W)" if expected_dims == 3 else "a latent (z_dim,) or (1, z_dim)"
         raise PaintingError(f"{generator.name} paints {what}, got a tensor of shape {tuple(content.shape)}")
+    if expected_dims == 3 and content.shape[1] != 3:  # the plan, the step images and the outputs are RGB
+        raise PaintingError(f"{generator.name} paints an image (3, H, W) or (1, 3, H, W), got a tensor of shape "
+                            f"{tuple(content.shape)}")
     if not content.is_floating_point():
         raise PaintingError(f"content must be a float tensor, got {content.dtype}")
+    if content.layout != torch.strided or content.is_meta:
+        raise PaintingError(f"content must be a dense tensor with values, got a {content.layout} tensor on "
+                            f"{content.device}")
     if content.numel() == 0:
         raise PaintingError(f"content must not be empty, got a tensor of shape {tuple(content.shape)}")
+    if not bool(torch.isfinite(content).all()):
+        raise PaintingError("content must be finite, got NaN or Inf values")
     generator.check_inputs(content)
     return content.to(device=_generator_device(generator), dtype=torch.float32)
 
@@ -583,6 +591,9 @@ def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device)
         raise PaintingError(f"order must be one of {POLICIES}, got {settings.order!r}")
     if settings.step_fill not in STEP_FILLS:
         raise PaintingError(f"step_fill must be one of {STEP_FILLS}, got {settings.step_fill!r}")
+    for name in ("skip_background", "reverse_order"):
+        if not isinstance(getattr(settings, name), (bool, np.bool_)):
+            raise PaintingError(f"{name} must be True or False, got {getattr(settings, name)!r}")
     if settings.frames is not None and settings.every is not None:
         raise PaintingError("give frames= or every=, not both")
     for name in ("frames", "every", "preview_size", "frame_batch"):
@@ -714,6 +725,19 @@ def _upscale_mask(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     if tuple(mask.shape) == shape:
         return mask
     return F.interpolate(mask[None, None].to(torch.uint8), size=shape, mode="nearest")[0, 0].bool()
+
+
+def _check_planner_options(planner: str | Planner | None, options: Any) -> dict[str, Any]:
+    """``planner_options`` as a dict: keyword arguments of ``make_planner``, so only with a planner name."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
+        raise PaintingError(f"planner_options must be a dict of option names (str) to values, got {options!r:.80}")
+    if options and not isinstance(planner, str):
+        given = "planner=None (one region, no planner)" if planner is None else f"a {type(planner).__name__} object"
+        raise PaintingError(f"planner_options (--planner-option) are for a planner given by name, got "
+                            f"{sorted(options)} with {given}")
+    return dict(options)
 
 
 def _planner_options(name: str, settings: PaintSettings) -> dict[str, Any]:
@@ -971,6 +995,8 @@ def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, pa
     with contextlib.closing(feedback.bar(len(log.frame_strokes), "frames")) as progress:
         frames = renderer.render_frames(painted, order, log.frame_strokes, settings.preview_size,
                                         settings.frame_batch, progress=progress.update)
+    if frames.shape[-2:] == image.shape[-2:]:  # the last frame is the painting: the same pixels, whatever the batch
+        frames[-1] = image
     stroke_maps = render_stroke_maps(order, log.frame_strokes, settings.tau, tuple(frames.shape[-2:]),
                                      tuple(settings.background))
     return PaintResult(

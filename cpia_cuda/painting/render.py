@@ -51,7 +51,7 @@ def parse_background(background: Any) -> Color:
         return tuple(channel / 255.0 for channel in rgb[:3])  # type: ignore[return-value]
     try:
         rgb = tuple(float(channel) for channel in background)
-    except TypeError:
+    except (TypeError, ValueError):
         rgb = ()
     if len(rgb) != 3 or not all(0.0 <= channel <= 1.0 for channel in rgb):
         raise ValueError(f"background must be a colour name, #rrggbb or (r, g, b) in [0, 1], got {background!r}")
