@@ -68,6 +68,16 @@ def _optional_real(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
 
 
+def _background(text: str) -> str | tuple[float, ...]:
+    """A colour name or #rrggbb as it is (paint() checks it), or R,G,B as floats."""
+    if "," not in text:
+        return text
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a colour name, #rrggbb or R,G,B in [0, 1], got {text!r}") from None
+
+
 def _labels(text: str) -> list[str]:
     labels = [label.strip() for label in text.split(",")]
     if not all(labels):
@@ -134,8 +144,8 @@ def _add_painting_arguments(parser: argparse.ArgumentParser) -> None:
     render.add_argument("--preview-size", type=int, help=f"long side of the frames (default {DEFAULT_PREVIEW_SIZE})")
     render.add_argument("--frame-batch", type=int, default=default["frame_batch"],
                         help=f"frames decoded at once (default {default['frame_batch']})")
-    render.add_argument("--background", default=default["background"],
-                        help="paper colour (name or #rrggbb), also behind transparent input pixels")
+    render.add_argument("--background", type=_background, default=default["background"],
+                        help="paper colour (name, #rrggbb or R,G,B in [0, 1]), also behind transparent input pixels")
     render.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     render.add_argument("--seed", type=int, default=default["seed"],
                         help=f"seeds the planner and a GAN's latent: same seed, same output (default "

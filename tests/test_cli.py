@@ -139,6 +139,8 @@ def test_labels_are_comma_separated_and_repeatable_and_leave_the_image_alone():
     (["--order", "bogus"], "argument --order: invalid choice: 'bogus'"),
     (["--planner", "bogus"], "argument --planner: invalid choice: 'bogus'"),
     (["--last-labels", "person,,dog"], "argument --last-labels: expected comma-separated labels, got 'person,,dog'"),
+    (["--background", "0.5,grey,1"], "argument --background: expected a colour name, #rrggbb or R,G,B in [0, 1], "
+                                     "got '0.5,grey,1'"),
 ])
 def test_plan_options_are_checked_as_they_are_parsed(arguments, message, capsys):
     assert main(["paint", "photo.jpg", *arguments]) == 2
@@ -493,6 +495,7 @@ PAINT_OPTIONS = [
     (["--preview-size", "77"], "preview_size", 77),
     (["--frame-batch", "3"], "frame_batch", 3),
     (["--background", "black"], "background", "black"),
+    (["--background", "0.5,0.25,1"], "background", (0.5, 0.25, 1.0)),
     (["--seed", "12"], "seed", 12),
 ]
 
