@@ -231,6 +231,8 @@ def load_image(path: str | Path, background: tuple[float, float, float] = (1.0, 
     from PIL import Image, ImageOps
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"image {path}: a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     with warnings.catch_warnings():

@@ -75,6 +75,7 @@ def test_layers_prints_the_layer_table(capsys):
 
 @pytest.mark.parametrize("arguments, message", [
     (["paint", "no-such-image.png"], "image not found: no-such-image.png"),
+    (["paint", "FOLDER"], "image FOLDER: a folder, not an image file"),
     (["paint", "IMAGE", "--generator", "no-such-net"], "unknown generator 'no-such-net'"),
     (["paint", "IMAGE", "--layer", "42"], "not an operable layer"),
     (["paint", "IMAGE", "--m", "1.5"], "m must be in (0, 1]"),
@@ -99,7 +100,11 @@ def test_layers_prints_the_layer_table(capsys):
 def test_errors_print_one_line_and_exit_with_status_2(arguments, message, image_file, tmp_path, capsys):
     tiny = tmp_path / "tiny.png"
     Image.fromarray(np.zeros((4, 40, 3), dtype=np.uint8)).save(tiny)
-    arguments = [str(image_file) if a == "IMAGE" else str(tiny) if a == "TINY" else a for a in arguments]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    named = {"IMAGE": str(image_file), "TINY": str(tiny), "FOLDER": str(folder)}
+    arguments = [named.get(a, a) for a in arguments]
+    message = message.replace("FOLDER", str(folder))
     with_output = arguments[0] == "paint" and "-o" not in arguments
     assert main(arguments + ["-o", str(tmp_path / "out")] if with_output else arguments) == 2
     out, err = capsys.readouterr()
