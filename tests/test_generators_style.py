@@ -141,6 +141,8 @@ def test_multistyle26_errors(multistyle, tmp_path):
         multistyle.make_context(style_weights=[1.0, 2.0])
     with pytest.raises(GeneratorError, match="non-negative"):
         multistyle.make_context(style_weights=-torch.ones(26))
+    with pytest.raises(GeneratorError, match="normalize must be True or False, got 'False'"):  # a truthy string
+        multistyle.make_context(style_weights=torch.ones(26), normalize="False")
     with pytest.raises(GeneratorError, match=r"\(N, 3, H, W\)"):
         multistyle(torch.rand(3, 16, 16), multistyle.make_context(style=0))
     with pytest.raises(GeneratorError, match=r"\[0, 1\]"):

@@ -167,6 +167,8 @@ class MultiStyle26Generator(Generator):
                 f"{self.name}.make_context takes style= (index 0..{NUM_STYLES - 1}) or style_weights= "
                 f"({NUM_STYLES} weights), not both; got style={style!r} and style_weights"
             )
+        if not isinstance(normalize, (bool, np.bool_)):
+            raise GeneratorError(f"normalize must be True or False, got {normalize!r}")
         if style is None and style_weights is None:
             style = 0
         device = self.contract[0].w.device
