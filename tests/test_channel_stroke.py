@@ -424,6 +424,25 @@ def test_emulated_cuda_stroke_block_barriers_per_stroke():
     assert (barriers[1] - barriers[0]) / 5 <= 5
 
 
+@needs_emulator
+def test_emulated_cuda_run_that_stops_on_min_response_at_a_full_buffer_ends_in_that_launch():
+    """The CUDA loop checks min_response before the stroke buffer's room, so a run whose next pick is
+    below the threshold just as the buffer fills stops in that launch, rather than in one more launch
+    (a host synchronisation on a GPU) that stops at once. The emulated build keeps 7 records a launch:
+    7 strokes, then a pick below min_response * Ymax. In block barriers, the same 7 strokes with
+    max_strokes = 7 skip only the last argmax's two block reductions."""
+    Y = torch.tensor([[[1.0] * 7 + [0.01]]])
+    options = dict(brush=0, channel_cost=0.0, min_response=0.1)
+    barriers = []
+    for limits in ({}, {"max_strokes": 7}):
+        before = emulated_kernels().block_barriers()
+        result = emulated_channel_stroke(Y, 1, **options, **limits)
+        barriers.append(emulated_kernels().block_barriers() - before)
+        assert result.num_strokes == 7
+    assert result.stop_reason == "max_strokes"
+    assert barriers[0] - barriers[1] == 2
+
+
 @pytest.mark.parametrize(
     "shape, tau, kwargs",
     [

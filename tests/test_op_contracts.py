@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cpia_cuda import _ops, channel_flush, channel_stroke, distance_weights, make_brush
-from conftest import DEVICES
+from conftest import DEVICES, EMULATED, emulated_kernels, needs_emulator
 
 Y = torch.rand(3, 4, 5)
 
@@ -216,14 +216,19 @@ def test_op_level_checks_use_the_same_words():
     (torch.rand(1, 3, 4, 5), torch.ones(1, 4, 5), 1, "allowed must be bool"),
     (torch.rand(1, 3, 4, 5), torch.ones(7, dtype=torch.bool), 1,
      r"allowed must have shape \(N, H, W\) = \(1, 4, 5\), got \[7\]"),
+    (torch.rand(2, 3, 4, 5), torch.ones(1, 4, 5, dtype=torch.bool), 1,
+     r"allowed must have shape \(N, H, W\) = \(2, 4, 5\), got \[1, 4, 5\]"),
     (torch.rand(1, 3, 4, 5), torch.ones(1, 4, 5, dtype=torch.bool), 4, r"tau must be in \[1, C\] = \[1, 3\], got 4"),
     (torch.rand(1, 0, 4, 5), torch.ones(1, 4, 5, dtype=torch.bool), 0, "tau must be >= 1, got 0"),
 ])
 @pytest.mark.parametrize("op", ["channel_flush", "channel_stroke"])
-@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("device", ["cpu", "meta", pytest.param(EMULATED, marks=needs_emulator)])
 def test_kernels_and_fakes_refuse_bad_shapes_with_the_same_words(op, Y, allowed, tau, message, device):
     """On meta tensors the ops run their fakes (as under torch.compile): they refuse what decides the
-    outputs' shapes as the kernels do, rather than return a result for it."""
+    outputs' shapes as the kernels do (the CPU ones, and the CUDA ones' host code under the emulator),
+    rather than return a result for it."""
+    ops = emulated_kernels() if device == EMULATED else torch.ops.cpia
+    device = "cpu" if device == EMULATED else device
     Y, allowed = Y.to(device), allowed.to(device)
     if op == "channel_flush":
         args = (Y, allowed, tau)
@@ -232,7 +237,19 @@ def test_kernels_and_fakes_refuse_bad_shapes_with_the_same_words(op, Y, allowed,
         args = (Y, allowed, None, make_brush(0), distance_weights(0.5, 4.0, 4, W).to(device), tau, 0.8, 1, 0.1,
                 None, None)
     with pytest.raises(RuntimeError, match=message):
-        getattr(torch.ops.cpia, op)(*args)
+        getattr(ops, op)(*args)
+
+
+@needs_emulator
+def test_the_cuda_op_checks_the_device_of_init_mask():
+    """The CUDA op's host code reads init_mask on Y's device, and this check is all that guards it.
+    Without a GPU it is reached through the emulated op (registered for every dispatch key) with an
+    init_mask on "meta"; for the CPU op the Meta kernel (the fake) answers such a call instead."""
+    args = [torch.rand(1, 3, 4, 5), torch.ones(1, 4, 5, dtype=torch.bool),
+            torch.zeros(1, 3, 4, 5, dtype=torch.bool, device="meta"), make_brush(1),
+            distance_weights(0.5, 4.0, 4, 5), 2, 0.8, 1, 0.1, None, None]
+    with pytest.raises(RuntimeError, match=r"init_mask must be on the same device as Y \(cpu\), got meta"):
+        emulated_kernels().channel_stroke(*args)
 
 
 def sample_stroke_args(device):
