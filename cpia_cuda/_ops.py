@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 import torch
+from torch.fx.experimental.symbolic_shapes import sym_and, sym_or
 
 _EXTENSION_ERROR: ImportError | None = None
 try:
@@ -59,13 +60,14 @@ if _C is not None:
         if allowed.dtype != torch.bool:
             raise RuntimeError(f"allowed must be bool, got {allowed.dtype}")
         N, C, H, W = Y.shape
-        if tuple(allowed.shape) != (N, H, W):
-            raise RuntimeError(f"allowed must have shape (N, H, W) = ({N}, {H}, {W}), got {list(allowed.shape)}")
+        # torch._check, not `if`: under torch.compile a size may be unknown until run time (unbacked),
+        # and a check on it is then deferred to a run-time assertion rather than a failed trace.
+        torch._check(allowed.dim() == 3 and sym_and(allowed.shape[0] == N, allowed.shape[1] == H,
+                                                    allowed.shape[2] == W),
+                     lambda: f"allowed must have shape (N, H, W) = ({N}, {H}, {W}), got {list(allowed.shape)}")
         _check_same_device(Y, allowed, "allowed")
-        if C == 0 and tau < 1:
-            raise RuntimeError(f"tau must be >= 1, got {tau}")
-        if C > 0 and not 1 <= tau <= C:
-            raise RuntimeError(f"tau must be in [1, C] = [1, {C}], got {tau}")
+        torch._check(sym_or(C != 0, tau >= 1), lambda: f"tau must be >= 1, got {tau}")
+        torch._check(sym_or(C == 0, sym_and(tau >= 1, tau <= C)), lambda: f"tau must be in [1, C] = [1, {C}], got {tau}")
 
     @torch.library.register_fake("cpia::channel_flush")
     def _channel_flush_fake(Y, allowed, tau):
@@ -77,8 +79,9 @@ if _C is not None:
         Y, allowed, init_mask, brush, distance_weights, tau, m, p, min_response, max_strokes, max_coverage
     ):
         _check_shapes(Y, allowed, tau)
-        if init_mask is not None and init_mask.shape != Y.shape:
-            raise RuntimeError(f"init_mask must have the shape of Y {list(Y.shape)}, got {list(init_mask.shape)}")
+        if init_mask is not None:
+            torch._check(init_mask.dim() == 4 and sym_and(*(a == b for a, b in zip(init_mask.shape, Y.shape))),
+                         lambda: f"init_mask must have the shape of Y {list(Y.shape)}, got {list(init_mask.shape)}")
         _check_same_device(Y, init_mask, "init_mask")
         _check_same_device(Y, distance_weights, "distance_weights")
         total_strokes = torch.library.get_ctx().new_dynamic_size()

@@ -69,13 +69,16 @@ def _optional_real(text: str) -> float | None:
 
 
 def _background(text: str) -> str | tuple[float, ...]:
-    """A colour name or #rrggbb as it is (paint() checks it), or R,G,B as floats."""
-    if "," not in text:
+    """R,G,B as floats; any other text (a colour name, #rrggbb, rgb(...)) as it is, for paint() to check."""
+    if "," not in text or "(" in text:
         return text
     try:
-        return tuple(float(part) for part in text.split(","))
+        rgb = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a colour name, #rrggbb or R,G,B in [0, 1], got {text!r}") from None
+        rgb = ()
+    if len(rgb) != 3:
+        raise argparse.ArgumentTypeError(f"expected a colour name, #rrggbb or R,G,B in [0, 1], got {text!r}")
+    return rgb
 
 
 def _labels(text: str) -> list[str]:

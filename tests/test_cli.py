@@ -146,6 +146,7 @@ def test_labels_are_comma_separated_and_repeatable_and_leave_the_image_alone():
     (["--last-labels", "person,,dog"], "argument --last-labels: expected comma-separated labels, got 'person,,dog'"),
     (["--background", "0.5,grey,1"], "argument --background: expected a colour name, #rrggbb or R,G,B in [0, 1], "
                                      "got '0.5,grey,1'"),
+    (["--background", "1,0"], "argument --background: expected a colour name, #rrggbb or R,G,B in [0, 1], got '1,0'"),
 ])
 def test_plan_options_are_checked_as_they_are_parsed(arguments, message, capsys):
     assert main(["paint", "photo.jpg", *arguments]) == 2
@@ -501,6 +502,7 @@ PAINT_OPTIONS = [
     (["--frame-batch", "3"], "frame_batch", 3),
     (["--background", "black"], "background", "black"),
     (["--background", "0.5,0.25,1"], "background", (0.5, 0.25, 1.0)),
+    (["--background", "rgb(255,0,0)"], "background", "rgb(255,0,0)"),
     (["--seed", "12"], "seed", 12),
 ]
 

@@ -240,6 +240,33 @@ def test_kernels_and_fakes_refuse_bad_shapes_with_the_same_words(op, Y, allowed,
         getattr(ops, op)(*args)
 
 
+def test_the_stroke_fake_refuses_an_init_mask_of_another_shape():
+    Y = torch.rand(1, 3, 4, 5, device="meta")
+    args = (Y, torch.ones(1, 4, 5, dtype=torch.bool, device="meta"), torch.zeros(1, 3, 4, dtype=torch.bool, device="meta"),
+            make_brush(0), distance_weights(0.5, 4.0, 4, 5).to("meta"), 2, 0.8, 1, 0.1, None, None)
+    with pytest.raises(RuntimeError, match=r"init_mask must have the shape of Y \[1, 3, 4, 5\], got \[1, 3, 4\]"):
+        torch.ops.cpia.channel_stroke(*args)
+
+
+def test_the_ops_compile_where_the_channel_count_is_known_only_at_run_time(monkeypatch):
+    """The fakes' checks on sizes are deferred, not guarded on, when a size is data-dependent."""
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "capture_scalar_outputs", True)
+
+    def flush_first_channels(x, count):
+        k = count.item()
+        torch._check(k >= 0)
+        torch._check(k <= x.shape[1])
+        Y = x[:, :k]
+        return torch.ops.cpia.channel_flush(Y, torch.ones(Y.shape[0], *Y.shape[2:], dtype=torch.bool), 1)
+
+    x, count = torch.rand(1, 5, 4, 5), torch.tensor(3)
+    torch._dynamo.reset()
+    compiled = torch.compile(flush_first_channels, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(x, count), flush_first_channels(x, count))
+
+
 @needs_emulator
 def test_the_cuda_op_checks_the_device_of_init_mask():
     """The CUDA op's host code reads init_mask on Y's device, and this check is all that guards it.
@@ -320,9 +347,15 @@ def test_images_past_int32_stroke_indices_need_max_strokes():
         torch.ops.cpia.channel_stroke(torch.zeros(1).expand(1, 2**16, H, W), *args[1:9], 10, None)
 
 
-def test_an_image_too_large_is_refused_before_its_default_allowed_is_made():
+def test_an_image_too_large_is_refused_before_its_default_allowed_is_made(monkeypatch):
     """The size checks come before any allocation: a (4, 1, 65536, 65536) view of one float would
     otherwise first get an all-True `allowed` of 16 GiB."""
+    import cpia_cuda.ops
+
+    def must_not_run(*args):
+        raise AssertionError("allowed was built before the size checks")
+
+    monkeypatch.setattr(cpia_cuda.ops, "_allowed_4d", must_not_run)
     huge = torch.zeros(1, 1, 1, 1).expand(4, 1, 2**16, 2**16)  # C*H*W = 2^32 per image, never materialised
     with pytest.raises(ValueError, match=r"C\*H\*W must be below 2\^32 - 1 per image, got 4294967296"):
         channel_stroke(huge, 1, max_strokes=3)

@@ -96,7 +96,13 @@ def test_an_image_off_the_size_multiple_is_cropped_not_resized_at_every_layer(ge
     result = paint(odd, generator=generator, condition={"style": 3}, layer=layer, tau=tau, mode="flush",
                    planner=None, step_fill="none", frames=1)
     torch.testing.assert_close(result.image, plain, atol=1e-5, rtol=0)
-    torch.testing.assert_close(result.frames[-1], plain, atol=1e-5, rtol=0)
+    # a full-size frame (the last one is the painting itself) is fitted to the image by the same rule
+    renderer = CanvasRenderer(generator=generator, layer=generator.resolve_layer(layer),
+                              context=generator.make_context(style=3), tau=tau, background=(1.0, 1.0, 1.0),
+                              image_size=(13, 21))
+    activation = generator.encode(odd[None], layer, generator.make_context(style=3))[0]
+    frame = renderer.render_frames(activation, torch.zeros(activation.shape, dtype=torch.int32), [1], None)[0]
+    torch.testing.assert_close(frame, plain, atol=1e-5, rtol=0)
 
 
 def test_partial_painting_is_not_the_plain_output(image, generator):
@@ -661,7 +667,8 @@ def test_bad_settings_raise_clear_errors(image, generator, options, message):
 
 @pytest.mark.parametrize("content, message", [
     (torch.rand(1, 12, 12), r"paints an image \(3, H, W\) or \(1, 3, H, W\), got a tensor of shape \(1, 1, 12, 12\)"),
-    (torch.full((3, 12, 12), float("nan")), "content must be finite, got NaN or Inf values"),
+    (torch.full((3, 12, 12), float("nan")), r"content must be finite \(in float32\), got NaN or Inf values"),
+    (torch.full((3, 12, 12), 1e39, dtype=torch.float64), r"content must be finite \(in float32\)"),
     (torch.empty(3, 12, 12, device="meta"), "content must be a dense tensor with values, got a torch.strided tensor on "
                                             "meta"),
     (torch.rand(3, 12, 12).to_sparse(), "content must be a dense tensor with values, got a torch.sparse_coo tensor"),

@@ -167,7 +167,7 @@ class MultiStyle26Generator(Generator):
                 f"{self.name}.make_context takes style= (index 0..{NUM_STYLES - 1}) or style_weights= "
                 f"({NUM_STYLES} weights), not both; got style={style!r} and style_weights"
             )
-        if not isinstance(normalize, (bool, np.bool_)):
+        if not isinstance(normalize, (bool, np.bool_)) and normalize not in (0, 1):  # 0 and 1 as ever
             raise GeneratorError(f"normalize must be True or False, got {normalize!r}")
         if style is None and style_weights is None:
             style = 0

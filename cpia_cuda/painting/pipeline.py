@@ -548,10 +548,11 @@ def _prepare_inputs(content: torch.Tensor, generator: Generator) -> torch.Tensor
                             f"{content.device}")
     if content.numel() == 0:
         raise PaintingError(f"content must not be empty, got a tensor of shape {tuple(content.shape)}")
-    if not bool(torch.isfinite(content).all()):
-        raise PaintingError("content must be finite, got NaN or Inf values")
     generator.check_inputs(content)
-    return content.to(device=_generator_device(generator), dtype=torch.float32)
+    content = content.to(device=_generator_device(generator), dtype=torch.float32)
+    if not bool(torch.isfinite(content).all()):  # after the conversion: 1e39 in float64 is Inf in float32
+        raise PaintingError("content must be finite (in float32), got NaN or Inf values")
+    return content
 
 
 def _make_context(generator: Generator, condition: dict[str, Any], inputs: torch.Tensor) -> Any:

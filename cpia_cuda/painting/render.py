@@ -204,8 +204,10 @@ class CanvasRenderer:
                 activations.append(activation)
                 counts.append(count[0])
             canvas = self.composite(torch.stack(activations), torch.stack(counts))
+            # the network's rounding up is size_multiple pixels of the full size, not of a shrunk decode
+            rounding = 1 if shrink else self.generator.size_multiple
             frames[start:start + len(activations)] = _fit(canvas, target, _cell(small_grid, canvas.shape[-2:]),
-                                                          self.generator.size_multiple)
+                                                          rounding)
             if progress is not None:
                 progress(len(activations))
         return frames
