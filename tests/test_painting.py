@@ -643,6 +643,8 @@ def test_a_run_that_cannot_fit_is_refused_before_painting(image, generator, monk
     (dict(background="no-such-colour"), "background must be"),
     (dict(background=("a", "b", "c")), r"background must be .*, got \('a', 'b', 'c'\)"),
     (dict(reverse_order="no"), "reverse_order must be True or False, got 'no'"),
+    (dict(verbose="no"), "verbose must be True or False, got 'no'"),
+    (dict(brush=np.ones((3, 3), dtype=np.int64)), "brush must be an int z >= 0 or a bool .* got torch.int64 values"),
     (dict(skip_background=1), "skip_background must be True or False, got 1"),
     (dict(planner_options="num_regions=3"), r"planner_options must be a dict of option names \(str\) to values, "
                                             "got 'num_regions=3'"),
@@ -1090,3 +1092,11 @@ def test_the_frame_batch_estimate_grows_with_the_image_area(generator):
     batches = [estimate_memory(generator, torch.rand(1, 3, side, side), context, layer, preview_size=2048,
                                frame_batch=1).frame_batch for side in (256, 512)]
     assert 3 < batches[1] / batches[0] < 5
+
+
+def test_a_bool_brush_as_a_tensor_a_numpy_array_or_lists_paints_the_same(image, generator):
+    cross = [[False, True, False], [True, True, True], [False, True, False]]
+    logs = [_paint(image, generator, brush=brush, max_strokes=12, frames=1).log
+            for brush in (torch.tensor(cross), np.array(cross), cross)]
+    assert all(torch.equal(log.order, logs[0].order) for log in logs[1:])
+    assert not torch.equal(logs[0].order, _paint(image, generator, brush=1, max_strokes=12, frames=1).log.order)

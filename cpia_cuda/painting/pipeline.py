@@ -276,7 +276,8 @@ def paint(
         mode: ``"stroke"`` (Alg. 1) or ``"flush"`` (Eq. 3).
         tau: channels per location; default max(1, C // 4).
         brush, m, p, channel_cost, sigma, min_response, max_strokes, max_coverage: as in
-            :func:`cpia_cuda.channel_stroke`; the stopping limits apply per region.
+            :func:`cpia_cuda.channel_stroke` (a bool brush may also come as a numpy array or nested
+            lists); the stopping limits apply per region.
         planner: a planner name (``"segments"``, ``"yolo"``, ``"maskrcnn"``), a Planner, or None for
             one region covering the whole image. ``planner_options`` go to ``make_planner`` (so they
             need a planner name); ``seed`` is added when the planner takes one.
@@ -302,7 +303,7 @@ def paint(
         memory; GeneratorError / PlanningError / the ops' errors for their own arguments.
     """
     started = time.perf_counter()
-    feedback = _Feedback(bool(verbose), progress)
+    feedback = _Feedback(_check_verbose(verbose), progress)
     seed = check_seed(seed, PaintingError)  # numpy integers too: the planners and the log take a plain int
     if condition is not None and not isinstance(condition, dict):
         raise PaintingError(f"condition must be a dict of make_context's keyword arguments, got "
@@ -371,7 +372,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         raise TypeError(f"log must be a StrokeLog (load_stroke_log(path), or a PaintResult's .log), got "
                         f"{type(log).__name__}{hint}")
     started = time.perf_counter()
-    feedback = _Feedback(bool(verbose), progress)
+    feedback = _Feedback(_check_verbose(verbose), progress)
     try:
         settings = PaintSettings(**log.settings)
     except TypeError as error:  # a log written with other settings than this version has
@@ -507,10 +508,16 @@ def _resolve_generator(generator: str | Generator, weights: str | None, device: 
     return generator.to(device) if device is not None else generator
 
 
+def _check_verbose(verbose: Any) -> bool:
+    if not isinstance(verbose, (bool, np.bool_)):
+        raise PaintingError(f"verbose must be True or False, got {verbose!r}")
+    return bool(verbose)
+
+
 def _brush_setting(brush: Any) -> Any:
-    """``brush`` as the settings keep it: an int, or a bool brush (a tensor or nested lists) as nested
-    lists. Bool, as the op wants it: ints are refused, not turned into a mask."""
-    if isinstance(brush, (list, tuple)):
+    """``brush`` as the settings keep it: an int, or a bool brush (a tensor, a numpy array or nested
+    lists) as nested lists. Bool, as the op wants it: ints are refused, not turned into a mask."""
+    if isinstance(brush, (list, tuple, np.ndarray)):
         try:
             brush = torch.tensor(brush)
         except (TypeError, ValueError, RuntimeError):
