@@ -233,9 +233,8 @@ def test_kernels_and_fakes_refuse_bad_shapes_with_the_same_words(op, Y, allowed,
     if op == "channel_flush":
         args = (Y, allowed, tau)
     else:
-        W = Y.shape[-1] if Y.dim() else 1
-        args = (Y, allowed, None, make_brush(0), distance_weights(0.5, 4.0, 4, W).to(device), tau, 0.8, 1, 0.1,
-                None, None)
+        weights = distance_weights(0.5, 4.0, 4, Y.shape[-1]).to(device)
+        args = (Y, allowed, None, make_brush(0), weights, tau, 0.8, 1, 0.1, None, None)
     with pytest.raises(RuntimeError, match=message):
         getattr(ops, op)(*args)
 

@@ -303,7 +303,7 @@ def paint(
         memory; GeneratorError / PlanningError / the ops' errors for their own arguments.
     """
     started = time.perf_counter()
-    feedback = _Feedback(_check_verbose(verbose), progress)
+    feedback = _Feedback(_check_bool("verbose", verbose), progress)
     seed = check_seed(seed, PaintingError)  # numpy integers too: the planners and the log take a plain int
     if condition is not None and not isinstance(condition, dict):
         raise PaintingError(f"condition must be a dict of make_context's keyword arguments, got "
@@ -372,7 +372,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         raise TypeError(f"log must be a StrokeLog (load_stroke_log(path), or a PaintResult's .log), got "
                         f"{type(log).__name__}{hint}")
     started = time.perf_counter()
-    feedback = _Feedback(_check_verbose(verbose), progress)
+    feedback = _Feedback(_check_bool("verbose", verbose), progress)
     try:
         settings = PaintSettings(**log.settings)
     except TypeError as error:  # a log written with other settings than this version has
@@ -508,10 +508,10 @@ def _resolve_generator(generator: str | Generator, weights: str | None, device: 
     return generator.to(device) if device is not None else generator
 
 
-def _check_verbose(verbose: Any) -> bool:
-    if not isinstance(verbose, (bool, np.bool_)):
-        raise PaintingError(f"verbose must be True or False, got {verbose!r}")
-    return bool(verbose)
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise PaintingError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _brush_setting(brush: Any) -> Any:
@@ -542,12 +542,10 @@ def _prepare_inputs(content: torch.Tensor, generator: Generator) -> torch.Tensor
     expected_dims = 3 if generator.input_kind == "image" else 1
     if content.dim() == expected_dims:
         content = content.unsqueeze(0)
-    if content.dim() != expected_dims + 1 or content.shape[0] != 1:
+    not_rgb = expected_dims == 3 and content.dim() == 4 and content.shape[1] != 3  # plan, steps, outputs are RGB
+    if content.dim() != expected_dims + 1 or content.shape[0] != 1 or not_rgb:
         what = "an image (3, H, W) or (1, 3, H, W)" if expected_dims == 3 else "a latent (z_dim,) or (1, z_dim)"
         raise PaintingError(f"{generator.name} paints {what}, got a tensor of shape {tuple(content.shape)}")
-    if expected_dims == 3 and content.shape[1] != 3:  # the plan, the step images and the outputs are RGB
-        raise PaintingError(f"{generator.name} paints an image (3, H, W) or (1, 3, H, W), got a tensor of shape "
-                            f"{tuple(content.shape)}")
     if not content.is_floating_point():
         raise PaintingError(f"content must be a float tensor, got {content.dtype}")
     if content.layout != torch.strided or content.is_meta:
@@ -600,8 +598,7 @@ def _check_settings(settings: PaintSettings, layer: Layer, device: torch.device)
     if settings.step_fill not in STEP_FILLS:
         raise PaintingError(f"step_fill must be one of {STEP_FILLS}, got {settings.step_fill!r}")
     for name in ("skip_background", "reverse_order"):
-        if not isinstance(getattr(settings, name), (bool, np.bool_)):
-            raise PaintingError(f"{name} must be True or False, got {getattr(settings, name)!r}")
+        _check_bool(name, getattr(settings, name))
     if settings.frames is not None and settings.every is not None:
         raise PaintingError("give frames= or every=, not both")
     for name in ("frames", "every", "preview_size", "frame_batch"):
