@@ -348,6 +348,13 @@ class TestBigGANLoading:
         for expected in ("config.json", "pytorch_model.bin", "biggan-deep-256", "biggan-deep-512"):
             assert expected in str(error.value)
 
+    def test_loading_leaves_the_callers_random_stream_alone(self, biggan_folder):
+        from cpia_cuda.generators.biggan import load_biggan
+
+        random_state = torch.random.get_rng_state()
+        load_biggan(biggan_folder)
+        assert torch.equal(torch.random.get_rng_state(), random_state)  # its throw-away initial weights drew apart
+
     def test_a_float64_default_dtype_loads_and_samples_what_float32_does(self, biggan, biggan_folder):
         from cpia_cuda.generators import load_generator
 

@@ -433,7 +433,9 @@ def _msg_weights_file(tmp_path, drop_aliases=False):
 
 def test_msg_loads_original_format_and_splits(tmp_path):
     network, path = _msg_weights_file(tmp_path)
+    random_state = torch.random.get_rng_state()
     generator = load_msgnet(path)
+    assert torch.equal(torch.random.get_rng_state(), random_state)  # its throw-away initial weights drew apart
     for key, value in network.state_dict().items():
         torch.testing.assert_close(generator.state_dict()[key], value, rtol=0, atol=0)
     assert [(layer.index, layer.name, layer.channels) for layer in generator.layers()] == [(2, "inspiration", 512)] + [

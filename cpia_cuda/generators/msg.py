@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._seeds import global_rng_untouched
 from .._weights import load_failure_reason
 from .base import Generator, GeneratorError, Layer
 from ._style_support import MIN_IMAGE_SIDE, check_activation, check_images
@@ -257,7 +258,8 @@ def load_msgnet(path: str | Path, device: str | torch.device | None = None, ngf:
     state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_KEY_SUFFIXES)}
     state = _complete_shared_keys(state)
 
-    generator = MSGNetGenerator(ngf=ngf)
+    with global_rng_untouched():
+        generator = MSGNetGenerator(ngf=ngf)
     expected = generator.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .._seeds import global_rng_untouched
 from .._weights import load_failure_reason
 from .base import Planner, PlanningError, Region, check_weights_path, planner_device
 from .order import check_image
@@ -70,8 +71,9 @@ def build_maskrcnn(weights: str | Path | None = None, input_size: int = 800) -> 
                             f"read it ({load_failure_reason(error, path)})") from error
     if not isinstance(state_dict, dict):
         raise PlanningError(f"Mask R-CNN weights {path}: expected a state dict, got {type(state_dict).__name__}")
-    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(coco_category_names()),
-                                  min_size=input_size, max_size=round(input_size * 1333 / 800))
+    with global_rng_untouched():
+        model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(coco_category_names()),
+                                      min_size=input_size, max_size=round(input_size * 1333 / 800))
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:

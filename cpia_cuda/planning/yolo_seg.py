@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from .._seeds import global_rng_untouched
 from .base import Planner, PlanningError, Region, check_weights_path, planner_device
 from .order import check_image
 
@@ -473,7 +474,8 @@ def build_model_from_checkpoint(path: str | Path) -> tuple[YoloSegModel, list[st
     strides = root.state.get("stride")
     if not isinstance(config, dict) or not isinstance(strides, torch.Tensor):
         raise PlanningError(f"checkpoint {path}: expected the model's 'yaml' dict and 'stride' tensor")
-    model = YoloSegModel(config, [float(s) for s in strides])
+    with global_rng_untouched():
+        model = YoloSegModel(config, [float(s) for s in strides])
 
     tensors = {name: tensor.float() if tensor.is_floating_point() else tensor
                for name, tensor in flatten_state(root).items()}
