@@ -242,8 +242,23 @@ def test_write_outputs_refuses_to_overwrite_and_leaves_no_temporary_files(image,
         with pytest.raises(FileExistsError, match="painting.png exists already"):
             write_outputs(result, tmp_path)
     assert {path: path.read_bytes() for path in written} == before
-    assert write_outputs(result, tmp_path, overwrite=True) == written
+    for not_a_bool in ("no", "False", 1):  # a form's string must not replace the painting
+        with pytest.raises(TypeError, match=f"overwrite must be True or False, got {not_a_bool!r}"):
+            write_outputs(result, tmp_path, overwrite=not_a_bool)
+    assert {path: path.read_bytes() for path in written} == before
+    assert write_outputs(result, tmp_path, overwrite=np.bool_(True)) == written
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
+
+
+def test_write_outputs_refuses_an_output_of_another_kind_of_run(image, generator, tmp_path):
+    """A GAN run's generated.png, which this run does not write, would leave two paintings mixed."""
+    result = _paint(image, generator, frames=2, max_strokes=3)
+    (tmp_path / "generated.png").write_bytes(b"a GAN's")
+    with pytest.raises(FileExistsError, match="generated.png exists already"):
+        write_outputs(result, tmp_path)
+    assert os.listdir(tmp_path) == ["generated.png"]
+    write_outputs(result, tmp_path, overwrite=True)
+    assert not (tmp_path / "generated.png").exists() and (tmp_path / "painting.png").is_file()
 
 
 def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temporary_one(tmp_path):
@@ -432,6 +447,10 @@ def test_replay_and_write_outputs_name_the_object_they_need(image, generator, tm
     assert torch.equal(replay(hooked_log, generator=hooked).log.order, hooked_log.order)
     with pytest.raises(TypeError, match="result must be a PaintResult .* got StrokeLog"):
         write_outputs(result.log, tmp_path / "out")
+    with pytest.raises(TypeError, match=r"outdir must be a folder path \(str or os.PathLike\), got NoneType"):
+        write_outputs(result, None)
+    with pytest.raises(TypeError, match="note must be a callable note.line. or None, got str"):
+        write_outputs(result, tmp_path / "out", note="print")
     write_outputs(result, tmp_path / "out")
     write_outputs(result, tmp_path / "out", overwrite=True)
     assert capsys.readouterr().out == ""  # a library call prints nothing; the notes go to note=

@@ -63,20 +63,27 @@ def write_outputs(result: PaintResult, outdir: str | Path, overwrite: bool = Fal
                   note: Callable[[str], None] | None = None) -> list[Path]:
     """Write every output of ``result`` into ``outdir`` (created if needed); return the paths written.
 
-    Raises FileExistsError naming the first existing file, before anything is written, unless
-    ``overwrite`` (which also removes the outputs of an earlier run that this one does not write).
+    Raises FileExistsError naming the first existing output file (of this run or any other, a GAN
+    run's ``generated.png`` say), before anything is written, unless ``overwrite`` (which also
+    removes the outputs of an earlier run that this one does not write).
     Optional parts whose library is missing (MP4: imageio + imageio-ffmpeg; the coverage plot:
     matplotlib) are skipped (not in the returned paths); ``note``, if given, is called with a line
     on each skipped part and each removed file (the command line prints them).
     """
     if not isinstance(result, PaintResult):
         raise TypeError(f"result must be a PaintResult (from paint or replay), got {type(result).__name__}")
+    if not isinstance(outdir, (str, os.PathLike)):
+        raise TypeError(f"outdir must be a folder path (str or os.PathLike), got {type(outdir).__name__}")
+    if not isinstance(overwrite, (bool, np.bool_)):  # a truthy "no" must not replace anything
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    if note is not None and not callable(note):
+        raise TypeError(f"note must be a callable note(line) or None, got {type(note).__name__}")
     note = note or (lambda line: None)
     outdir = Path(outdir)
     writers = _planned_writers(result, note)
     check_output_folder(outdir, writers)
     if not overwrite:
-        refuse_existing_outputs(outdir, writers)
+        refuse_existing_outputs(outdir)  # every output name: the folder is to hold one painting
     created = _first_missing(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
