@@ -12,7 +12,7 @@ import collections
 import math
 import threading
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -180,6 +180,9 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
     With ``image_size`` (H, W) the offsets that cannot land in such an image from any centre
     (|dh| >= H or |dw| >= W) are cropped off, which changes no stroke and keeps a huge brush cheap.
     """
+    if image_size is not None and not (isinstance(image_size, Sequence) and len(image_size) == 2 and all(
+            isinstance(side, (int, np.integer)) and not isinstance(side, bool) and side >= 0 for side in image_size)):
+        raise ValueError(f"image_size must be (H, W), two ints >= 0, or None, got {image_size!r}")
     reach_h, reach_w = (max(image_size[0] - 1, 0), max(image_size[1] - 1, 0)) if image_size else (None, None)
     if isinstance(brush, torch.Tensor):
         if brush.dtype != torch.bool:

@@ -177,6 +177,10 @@ def test_op_level_checks_use_the_same_words():
         make_brush(huge_brush)
     with pytest.raises(ValueError, match=message):
         make_brush(23170)
+    for bad_size in ((0,), "ab", (2, -1), (True, 3), (2.0, 3), 5):
+        with pytest.raises(ValueError, match=r"image_size must be \(H, W\), two ints >= 0, or None, got "):
+            make_brush(2, image_size=bad_size)
+    assert make_brush(2, image_size=torch.Size([2, 9])).shape == (3, 5)
     with pytest.raises(RuntimeError, match=r"m must be in \(0, 1\], got 1.000000001"):
         torch.ops.cpia.channel_stroke(*args[:6], 1 + 1e-9, *args[7:])
     with pytest.raises(RuntimeError, match="m must not round to 0 in float32, got 1e-50"):

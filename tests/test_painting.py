@@ -451,6 +451,12 @@ def test_replay_and_write_outputs_name_the_object_they_need(image, generator, tm
         write_outputs(result, None)
     with pytest.raises(TypeError, match="note must be a callable note.line. or None, got str"):
         write_outputs(result, tmp_path / "out", note="print")
+    with pytest.raises(TypeError, match=r"path must be a stroke log path \(str or os.PathLike\), got NoneType"):
+        load_stroke_log(None)
+    with pytest.raises(TypeError, match=r"weights must be a path \(str or os.PathLike\) or None, got int"):
+        paint(image, generator="multistyle26", weights=123)
+    with pytest.raises(TypeError, match=r"weights must be a path \(str or os.PathLike\) or None, got int"):
+        replay(result.log, weights=123)
     write_outputs(result, tmp_path / "out")
     write_outputs(result, tmp_path / "out", overwrite=True)
     assert capsys.readouterr().out == ""  # a library call prints nothing; the notes go to note=
@@ -732,6 +738,10 @@ def _corner_and_rest(image, corner=2, mask_size=None, score=0.5):
      r"regions\[0\].mask: expected shape \(64, 64\) \(the planned image's H, W\), got \(10, 10\)"),
     (ReturnsPlanner(lambda image: [Region(torch.full(image.shape[-2:], 0.7), "a", 1.0)]),
      r"regions\[0\].mask: expected a bool tensor \(H, W\), got torch.float32"),
+    (ReturnsPlanner(lambda image: [Region(torch.ones(image.shape[-2:], dtype=torch.bool, device="meta"), "a", 1.0)]),
+     r"regions\[0\].mask: expected a dense tensor with values, got a meta tensor"),
+    (ReturnsPlanner(lambda image: [Region(torch.ones(image.shape[-2:], dtype=torch.bool).to_sparse(), "a", 1.0)]),
+     r"regions\[0\].mask: expected a dense tensor with values, got layout torch.sparse_coo"),
     (ReturnsPlanner(lambda image: _corner_and_rest(image, score="high")),
      r"regions\[0\].score: expected a finite float, got 'high'"),
 ])

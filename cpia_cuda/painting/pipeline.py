@@ -496,6 +496,8 @@ def _in_eval_mode(generator: Generator) -> Iterator[None]:
 
 def _resolve_generator(generator: str | Generator, weights: str | None, device: str | torch.device | None,
                        backend: str) -> Generator:
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be a path (str or os.PathLike) or None, got {type(weights).__name__}")
     if device is not None and (problem := device_problem(device, needs_kernels=backend != "reference")):
         raise PaintingError(problem)
     if isinstance(generator, str):

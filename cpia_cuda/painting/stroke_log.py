@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import platform
 import zipfile
 from dataclasses import dataclass, field
@@ -174,6 +175,8 @@ def load_stroke_log(path: str | Path) -> StrokeLog:
     The two files are read as a pair with one stem (the JSON's ``npz`` entry names the file as it
     was written), and checked against each other; a log whose parts disagree is refused.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a stroke log path (str or os.PathLike), got {type(path).__name__}")
     if Path(path).is_file() and Path(path).suffix not in (".json", ".npz"):
         raise ValueError(f"{path} is not a stroke log: expected its .json or .npz, their common stem, or the "
                          f"output folder holding stroke_log.json")

@@ -62,6 +62,9 @@ def check_regions(regions: object, shape: tuple[int, int] | None = None) -> list
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
             got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise PlanningError(f"regions[{index}].mask: expected a bool tensor (H, W), got {got}")
+        if mask.layout != torch.strided or mask.device.type == "meta":
+            got = "a meta tensor" if mask.device.type == "meta" else f"layout {mask.layout}"
+            raise PlanningError(f"regions[{index}].mask: expected a dense tensor with values, got {got}")
         if shape is None:
             shape = tuple(mask.shape)
         elif tuple(mask.shape) != shape:
