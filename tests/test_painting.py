@@ -1,5 +1,6 @@
 """The painting pipeline: identity at tau = C, plan order, accumulation, frames, replay, outputs, memory."""
 
+import copy
 import dataclasses
 import json
 import os
@@ -400,6 +401,37 @@ def test_a_replay_that_renders_other_pixels_than_the_log_records_warns(image, tm
         other_weights.expand[2].norm.beta.add_(0.05)  # weights changed at the logged path, say
     with pytest.warns(ReplayMismatchWarning, match="differs from the logged one"):
         replay(log, generator=other_weights)
+
+
+def _edited(log, **changes):
+    return dataclasses.replace(copy.deepcopy(log), **changes)
+
+
+def test_a_log_damaged_in_memory_is_refused_by_replay_as_a_file_would_be(image, generator):
+    log = _paint(image, generator, max_strokes=6, frames=2).log
+    order_out_of_range = log.order.clone()
+    order_out_of_range[0, 0, 0] = 10**6
+    moved_element = log.order.clone()
+    painted = (moved_element >= 0).nonzero()[0].tolist()
+    moved_element[tuple(painted)] = -1  # one element less than its stroke's pixel count
+    out_of_order = log.strokes.clone()
+    out_of_order[0, 0] = 1
+    strokes, regions = log.num_strokes, len(log.region_labels)
+    assert regions == 2 and log.strokes[0, 0] == 0 and strokes > 5
+    damaged = [
+        (dict(order=order_out_of_range), rf"order holds stroke indices outside \[-1, {strokes}\)"),
+        (dict(strokes=log.strokes[:5]), r"order holds stroke indices outside \[-1, 5\)"),
+        (dict(order=moved_element), "order and the strokes' pixel counts disagree"),
+        (dict(order=log.order.long()), r"order must be an int32 tensor of 3 dimensions, got torch.int64"),
+        (dict(strokes=out_of_order), "strokes are not in plan order"),
+        (dict(region_labels=log.region_labels[:1]), "2 region masks for 1 labels, 2 scores and 2 stop reasons"),
+        (dict(stop_reasons=["tired"] * 2), "stop reasons must be among .* got 'tired'"),
+        (dict(region_masks=log.region_masks[:, :8]), r"region masks of \(8, 64\) for an image of \(64, 64\)"),
+    ]
+    for changes, message in damaged:
+        with pytest.raises(PaintingError, match="damaged stroke log: " + message):
+            replay(_edited(log, **changes), generator=generator)
+    assert torch.equal(replay(_edited(log), generator=generator).log.order, log.order)
 
 
 def test_a_log_records_the_device_kind_that_painted_and_replay_checks_it(image, generator):

@@ -364,8 +364,8 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         progress: as for :func:`paint`.
 
     Raises:
-        PaintingError for a log that does not fit the generator (another layer name) or whose
-        settings are out of range, and what :func:`paint` raises for a run that cannot fit.
+        PaintingError for a log whose parts disagree (``StrokeLog.check``), that does not fit the
+        generator (another layer name) or whose settings are out of range, and what :func:`paint` raises for a run that cannot fit.
     """
     if not isinstance(log, StrokeLog):
         hint = "; pass its .log" if isinstance(log, PaintResult) else ""
@@ -373,6 +373,10 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
                         f"{type(log).__name__}{hint}")
     started = time.perf_counter()
     feedback = _Feedback(_check_bool("verbose", verbose), progress)
+    try:  # a log from a file was checked when read; one built or edited in memory is checked here
+        log.check()
+    except ValueError as error:
+        raise PaintingError(f"damaged stroke log: {error}") from None
     try:
         settings = PaintSettings(**log.settings)
     except TypeError as error:  # a log written with other settings than this version has

@@ -74,6 +74,42 @@ class StrokeLog:
     def num_strokes(self) -> int:
         return int(self.strokes.shape[0])
 
+    def check(self) -> None:
+        """Raise ValueError where the parts of the log disagree with one another (a damaged log, or
+        one edited or put together in memory): what a replay relies on."""
+        for name, dim in (("order", 3), ("strokes", 2)):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor) or value.dtype != torch.int32 or value.dim() != dim:
+                got = f"{value.dtype} of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else \
+                    type(value).__name__
+                raise ValueError(f"{name} must be an int32 tensor of {dim} dimensions, got {got}")
+        if self.strokes.shape[1] != len(LOG_STROKE_COLUMNS):
+            raise ValueError(f"strokes must be (S, {len(LOG_STROKE_COLUMNS)}), got shape {tuple(self.strokes.shape)}")
+        masks = self.region_masks
+        if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
+            raise ValueError("region_masks must be a bool tensor (regions, H, W)")
+        plan_lengths = {len(self.region_labels), len(self.region_scores), len(self.stop_reasons)}
+        if plan_lengths != {masks.shape[0]}:
+            raise ValueError(f"{masks.shape[0]} region masks for {len(self.region_labels)} labels, "
+                             f"{len(self.region_scores)} scores and {len(self.stop_reasons)} stop reasons")
+        unknown = [reason for reason in self.stop_reasons if reason not in REGION_STOP_REASONS]
+        if unknown:
+            raise ValueError(f"stop reasons must be among {', '.join(REGION_STOP_REASONS)}, got {unknown[0]!r}")
+        num_strokes, regions = self.num_strokes, self.strokes[:, _REGION].long()
+        if num_strokes and not (int(regions.min()) >= 0 and int(regions.max()) < masks.shape[0]):
+            raise ValueError(f"strokes name regions outside the plan of {masks.shape[0]} regions")
+        if num_strokes and bool((regions[1:] < regions[:-1]).any()):
+            raise ValueError("strokes are not in plan order")
+        order = self.order
+        if order.numel() and not (int(order.min()) >= -1 and int(order.max()) < num_strokes):
+            raise ValueError(f"order holds stroke indices outside [-1, {num_strokes})")
+        switched = torch.bincount(order[order >= 0].long().cpu(), minlength=num_strokes)
+        if not torch.equal(switched, self.strokes[:, _PIXELS].long().cpu()):
+            raise ValueError("order and the strokes' pixel counts disagree")
+        if self.content.dim() == 3 and tuple(self.content.shape[-2:]) != tuple(masks.shape[-2:]):
+            raise ValueError(f"region masks of {tuple(masks.shape[-2:])} for an image of "
+                             f"{tuple(self.content.shape[-2:])}")
+
     def region_stroke_ranges(self) -> list[tuple[int, int]]:
         """[start, stop) of the global stroke indices of each region (strokes are in region order)."""
         counts = torch.bincount(self.strokes[:, _REGION].long(), minlength=len(self.region_labels)).tolist()
@@ -269,7 +305,7 @@ def _read_log(document: dict[str, Any], npz: bytes) -> StrokeLog:
     if list(masks.shape) != list(document["region_mask_shape"]):
         raise ValueError(f"region masks of shape {list(masks.shape)}, the JSON says {document['region_mask_shape']}")
     _check_consistent(document, order, strokes, masks, content)
-    return StrokeLog(
+    log = StrokeLog(
         order=order, strokes=strokes, region_masks=torch.from_numpy(masks),
         region_labels=[r["label"] for r in plan], region_scores=[float(r["score"]) for r in plan],
         stop_reasons=[r["stop_reason"] for r in plan], content=content, generator=generator["name"],
@@ -278,11 +314,14 @@ def _read_log(document: dict[str, Any], npz: bytes) -> StrokeLog:
         frame_strokes=[int(k) for k in document["frame_strokes"]], versions=document["versions"],
         painting_sha256=document.get("painting_sha256"),
     )
+    log.check()
+    return log
 
 
 def _check_consistent(document: dict[str, Any], order: torch.Tensor, strokes: torch.Tensor, masks: np.ndarray,
                       content: torch.Tensor) -> None:
-    """Raise ValueError where the JSON and the arrays of a log disagree (a damaged or mixed pair)."""
+    """Raise ValueError where the JSON and the arrays of a log disagree (a damaged or mixed pair);
+    the arrays among themselves: StrokeLog.check."""
     plan, num_strokes = document["plan"], strokes.shape[0]
     if masks.shape[0] != len(plan):
         raise ValueError(f"{masks.shape[0]} region masks for a plan of {len(plan)} regions")
@@ -291,22 +330,13 @@ def _check_consistent(document: dict[str, Any], order: torch.Tensor, strokes: to
     regions = strokes[:, _REGION].long()
     if num_strokes and not (int(regions.min()) >= 0 and int(regions.max()) < len(plan)):
         raise ValueError(f"strokes name regions outside the plan of {len(plan)} regions")
-    if num_strokes and bool((regions[1:] < regions[:-1]).any()):
-        raise ValueError("strokes are not in plan order")
     per_region = torch.bincount(regions, minlength=len(plan)).tolist()
     if per_region != [int(region["strokes"]) for region in plan]:
         raise ValueError(f"strokes per region {per_region} differ from the plan's {[r['strokes'] for r in plan]}")
     if list(order.shape) != list(document["layer"]["shape"]):
         raise ValueError(f"order has shape {list(order.shape)}, the layer {document['layer']['shape']}")
-    if order.numel() and not (int(order.min()) >= -1 and int(order.max()) < num_strokes):
-        raise ValueError(f"order holds stroke indices outside [-1, {num_strokes})")
-    switched = torch.bincount(order[order >= 0].long(), minlength=num_strokes)
-    if not torch.equal(switched, strokes[:, _PIXELS].long()):
-        raise ValueError("order and the strokes' pixel counts disagree")
     if list(content.shape) != list(document["content"]["shape"]):
         raise ValueError(f"content has shape {list(content.shape)}, the JSON says {document['content']['shape']}")
-    if content.dim() == 3 and tuple(content.shape[-2:]) != tuple(masks.shape[-2:]):
-        raise ValueError(f"region masks of {tuple(masks.shape[-2:])} for an image of {tuple(content.shape[-2:])}")
     frames = document["frame_strokes"]
     if not all(isinstance(k, int) and 0 <= k <= num_strokes for k in frames) or frames != sorted(frames):
         raise ValueError(f"frame_strokes must be ascending stroke counts in [0, {num_strokes}]")
