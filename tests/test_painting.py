@@ -893,6 +893,18 @@ def test_a_float64_default_dtype_paints_what_float32_paints(image, tmp_path):
         assert torch.equal(painted.frames, expected.frames) and torch.equal(painted.log.order, expected.log.order)
 
 
+def test_a_callers_autocast_region_paints_and_replays_what_float32_paints(image):
+    options = dict(generator="multistyle26", condition={"style": 3}, layer=LAYER, tau=8, max_strokes=30,
+                   planner="segments", frames=3)
+    expected = paint(image, **options)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = paint(image, **options)
+        replayed = replay(result.log)
+        assert torch.is_autocast_enabled("cpu")  # the caller's region is left as it was
+    for painted in (result, replayed):
+        assert torch.equal(painted.image, expected.image) and torch.equal(painted.log.order, expected.log.order)
+
+
 def test_a_generator_in_train_mode_paints_in_eval_mode_and_keeps_its_mode(image):
     from cpia_cuda.generators import HookedGenerator
 

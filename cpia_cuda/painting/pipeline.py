@@ -312,7 +312,7 @@ def paint(
     condition = {key: torch.tensor(value) if isinstance(value, np.ndarray) else value
                  for key, value in plain_python(condition or {}).items()}
     generator = _resolve_generator(generator, weights, device, backend)
-    with _in_eval_mode(generator):
+    with _in_eval_mode(generator), _without_autocast():
         inputs = _prepare_inputs(content, generator)
         context = _make_context(generator, condition, inputs)
         layer_info = generator.resolve_layer(_default_layer(generator) if layer is None else layer)
@@ -408,7 +408,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
     else:  # the logged weights path is only a record here: it may have moved
         generator = _resolve_generator(generator, weights, device, settings.backend)
         weights = weights or log.weights
-    with _in_eval_mode(generator):
+    with _in_eval_mode(generator), _without_autocast():
         inputs = _prepare_inputs(log.content, generator)
         context = _make_context(generator, log.condition, inputs)
         layer_info = generator.resolve_layer(log.layer)
@@ -473,6 +473,14 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
 # per module, not per generator: two generators (say two HookedGenerators) can share one module.
 _runs_in_eval_mode: dict[int, tuple[int, torch.nn.Module, bool]] = {}
 _runs_in_eval_mode_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_autocast() -> Iterator[None]:
+    """Float32 whatever autocast region the caller is in: in bfloat16 or float16 the same call
+    would paint other strokes, and its log would not replay to the same pixels."""
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        yield
 
 
 @contextlib.contextmanager
