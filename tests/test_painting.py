@@ -635,6 +635,16 @@ def test_the_working_set_counts_the_tensors_alive_at_once():
     assert _working_set(run) == 8000
 
 
+def test_a_cpu_convolution_counts_the_copy_it_holds_while_it_runs():
+    from cpia_cuda.painting.memory import _working_set
+
+    image, weight = torch.ones(1, 4, 32, 32), torch.ones(8, 4, 3, 3)
+    output_bytes = 8 * 30 * 30 * 4  # larger than the input's 4 * 32 * 32 * 4
+    assert _working_set(lambda: F.conv2d(image, weight)) == 2 * output_bytes
+    narrowing = torch.ones(2, 4, 3, 3)  # now the input is the larger
+    assert _working_set(lambda: F.conv2d(image, narrowing)) == 2 * 30 * 30 * 4 + 4 * 32 * 32 * 4
+
+
 def test_the_working_set_leaves_out_views_of_what_existed_before():
     from cpia_cuda.painting.memory import _working_set
 

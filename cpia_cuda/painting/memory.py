@@ -9,7 +9,8 @@ The estimate has four parts:
   per-location channel tree: 9 bytes; on CUDA about 1.5 bytes, and a stroke buffer of at most
   80 MB that is emptied between launches);
 * the generator's working set at full size: the peak bytes of the tensors that ``forward`` holds at
-  once on a small probe (counted op by op under a dispatch mode), scaled by the area ratio;
+  once on a small probe (counted op by op under a dispatch mode; on the CPU a convolution counts a
+  transient copy of the larger of its input and output too), scaled by the area ratio;
 * the frame batch: ``frame_batch`` frames (no more than there are frames) at the preview size (at
   full size for a generator whose decode needs the size encode produced), each ``FRAME_FACTOR``
   times the working set of a decode from the operating layer, counted on the probe alike;
@@ -38,8 +39,9 @@ from .render import preview_shape
 
 PER_ELEMENT_BYTES = 29
 # A frame holds its decode's working set and, beside it, its masked activation, opacity and
-# composite; measured at 1.8-2.3x the decode alone (multistyle26, 512 and 1024 px, CPU).
-FRAME_FACTOR = 2
+# composite; measured at 1.26-1.43x the decode alone as counted here (multistyle26, 512 and
+# 1024 px, batches of 8, CPU).
+FRAME_FACTOR = 1.5
 # A progressive frame and its stroke map, float32 RGB each, per preview pixel.
 KEPT_FRAME_BYTES_PER_PIXEL = 2 * 3 * 4
 _PROBE_SIDE = 128
@@ -155,10 +157,19 @@ class _PeakLiveBytes(TorchDispatchMode):
             self.live += storage.nbytes()
             self.peak = max(self.peak, self.live)
             weakref.finalize(storage, self._freed, key)
+        if func is torch.ops.aten.convolution.default and not args[0].is_cuda:
+            # oneDNN convolves in its blocked layout: beside the output it holds a copy of the larger
+            # of input and output for the length of the call (measured on multistyle26's convolutions:
+            # the forward's resident peak at 4096 px is 6.52 GiB, this count 6.63, without it 4.56)
+            self.peak = max(self.peak, self.live + max(_nbytes(args[0]), _nbytes(output)))
         return output
 
     def _freed(self, key: int) -> None:
         self.live -= self._sizes.pop(key, 0)
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 def _storage_of(value: Any) -> torch.UntypedStorage | None:
