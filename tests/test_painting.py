@@ -872,6 +872,26 @@ def test_paint_and_replay_leave_the_callers_random_stream_alone():
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
+def test_a_network_built_in_one_thread_leaves_another_threads_draws_alone():
+    """Its initial weights come from a private generator: the global stream neither moves for them
+    nor is put back afterwards (which would hand the other thread's draws out twice)."""
+    import threading
+
+    from cpia_cuda._seeds import global_rng_untouched
+
+    torch.manual_seed(0)
+    drawn = []
+    with global_rng_untouched():
+        other = threading.Thread(target=lambda: drawn.append(torch.rand(4)))
+        other.start()
+        other.join()
+        torch.nn.Linear(8, 8)
+        torch.nn.init.orthogonal_(torch.empty(3, 3))
+    after = torch.rand(4)
+    torch.manual_seed(0)
+    assert torch.equal(torch.cat([drawn[0], after]), torch.rand(8))
+
+
 def test_the_result_and_the_log_do_not_share_the_callers_tensors(image, generator):
     content = image.clone()
     result = _paint(image=content, generator=generator)
