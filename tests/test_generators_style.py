@@ -128,6 +128,22 @@ def test_multistyle26_split_batch_odd_size_per_image_styles(multistyle):
     assert (reference[0] - multistyle(images[:1], multistyle.make_context(style=9)).detach()[0]).abs().max() > 1e-3
 
 
+def test_multistyle26_leaves_every_stage_output_as_it_returned_it(multistyle):
+    """Its activations run in place on tensors of its own; what a forward hook sees is not written later."""
+    from cpia_cuda.generators.multistyle26 import ConditionalConv, ResidualBlock
+
+    outputs = []
+    hooks = [module.register_forward_hook(lambda module, inputs, output: outputs.append((output, output.clone())))
+             for module in multistyle.modules() if isinstance(module, (ConditionalConv, ResidualBlock))]
+    try:
+        with torch.no_grad():
+            multistyle(torch.rand(1, 3, 24, 24), multistyle.make_context(style=2))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(outputs) == 24 and all(torch.equal(output, seen) for output, seen in outputs)
+
+
 def test_multistyle26_errors(multistyle, tmp_path):
     from cpia_cuda.generators.multistyle26 import load_multistyle26, packaged_model_path
 

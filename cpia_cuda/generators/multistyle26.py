@@ -100,7 +100,8 @@ class ResidualBlock(nn.ModuleList):
         super().__init__([ConditionalConv(channels, channels, 3), ConditionalConv(channels, channels, 3)])
 
     def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-        return self[1](self[0](x, style_weights), style_weights, activate=False).add_(x)
+        # not in place: forward hooks on res.k.1 keep its output as it returned it
+        return x + self[1](self[0](x, style_weights), style_weights, activate=False)
 
 
 @dataclass(frozen=True)
