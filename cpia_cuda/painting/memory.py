@@ -39,9 +39,10 @@ from .render import preview_shape
 
 PER_ELEMENT_BYTES = 29
 # A frame holds its decode's working set and, beside it, its masked activation, opacity and
-# composite; measured at 1.26-1.43x the decode alone as counted here (multistyle26, 512 and
-# 1024 px, batches of 8, CPU).
-FRAME_FACTOR = 1.5
+# composite. Measured on the CPU (multistyle26, 512 and 1024 px, batches of 8): 1.26-1.43x the
+# decode as counted there (with its convolutions' copies), 1.8-2.3x the decode counted without
+# them, as it is on a GPU.
+FRAME_FACTOR = {"cpu": 1.5, "other": 2.0}
 # A progressive frame and its stroke map, float32 RGB each, per preview pixel.
 KEPT_FRAME_BYTES_PER_PIXEL = 2 * 3 * 4
 _PROBE_SIDE = 128
@@ -157,10 +158,11 @@ class _PeakLiveBytes(TorchDispatchMode):
             self.live += storage.nbytes()
             self.peak = max(self.peak, self.live)
             weakref.finalize(storage, self._freed, key)
-        if func is torch.ops.aten.convolution.default and not args[0].is_cuda:
+        if func is torch.ops.aten.convolution.default and args[0].device.type == "cpu":
             # oneDNN convolves in its blocked layout: beside the output it holds a copy of the larger
             # of input and output for the length of the call (measured on multistyle26's convolutions:
-            # the forward's resident peak at 4096 px is 6.52 GiB, this count 6.63, without it 4.56)
+            # the forward's resident peak at 4096 px is 6.52 GiB, this count 6.63, without it 4.56;
+            # other shapes, transposed convolutions say, can hold more)
             self.peak = max(self.peak, self.live + max(_nbytes(args[0]), _nbytes(output)))
         return output
 
@@ -221,12 +223,13 @@ def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, la
     preview = preview_shape(image_size, preview_size)
     decoding = _working_set(lambda: generator.decode(probe_activation, layer.index, context)) * area_ratio
     frame_scale = (preview[0] * preview[1]) / (image_size[0] * image_size[1]) if generator.decodes_any_size else 1.0
+    frame_factor = FRAME_FACTOR["cpu" if _is_host(inputs.device) else "other"]
     return MemoryEstimate(
         device=str(inputs.device),
         activation_shape=(channels, height, width),
         painting_state=PER_ELEMENT_BYTES * channels * height * width,
         generator_working_set=full_working,
-        frame_batch=int(frame_batch * decoding * FRAME_FACTOR * frame_scale),
+        frame_batch=int(frame_batch * decoding * frame_factor * frame_scale),
         available=available_memory(inputs.device),
         kept_frames=kept_frames_bytes(kept_frames, preview),
         host_available=None if _is_host(inputs.device) else available_memory("cpu"),
