@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import math
+import operator
 import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -180,9 +181,8 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
     With ``image_size`` (H, W) the offsets that cannot land in such an image from any centre
     (|dh| >= H or |dw| >= W) are cropped off, which changes no stroke and keeps a huge brush cheap.
     """
-    if image_size is not None and not (isinstance(image_size, Sequence) and len(image_size) == 2 and all(
-            isinstance(side, (int, np.integer)) and not isinstance(side, bool) and side >= 0 for side in image_size)):
-        raise ValueError(f"image_size must be (H, W), two ints >= 0, or None, got {image_size!r}")
+    if image_size is not None:
+        image_size = _image_size(image_size)
     reach_h, reach_w = (max(image_size[0] - 1, 0), max(image_size[1] - 1, 0)) if image_size else (None, None)
     if isinstance(brush, torch.Tensor):
         if brush.dtype != torch.bool:
@@ -206,6 +206,20 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
     z_h, z_w = (min(z, reach_h), min(z, reach_w)) if image_size else (z, z)
     _check_brush_cells((2 * z_h + 1) * (2 * z_w + 1))
     return torch.ones((2 * z_h + 1, 2 * z_w + 1), dtype=torch.bool)
+
+
+def _image_size(image_size: object) -> tuple[int, int]:
+    """(H, W) as two ints >= 0: ints, numpy ints or 0-d integer tensors (anything with __index__)."""
+    sides = list(image_size) if isinstance(image_size, Sequence) and not isinstance(image_size, str) else []
+    if len(sides) == 2 and not any(isinstance(side, (bool, np.bool_)) for side in sides):
+        try:
+            height, width = operator.index(sides[0]), operator.index(sides[1])
+        except TypeError:
+            pass
+        else:
+            if height >= 0 and width >= 0:
+                return height, width
+    raise ValueError(f"image_size must be (H, W), two ints >= 0, or None, got {image_size!r}")
 
 
 def _check_brush_cells(cells: int) -> None:

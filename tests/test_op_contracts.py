@@ -1,5 +1,6 @@
 """Bad input gets a clear error naming the argument; the ops pass torch.library.opcheck."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -181,6 +182,7 @@ def test_op_level_checks_use_the_same_words():
         with pytest.raises(ValueError, match=r"image_size must be \(H, W\), two ints >= 0, or None, got "):
             make_brush(2, image_size=bad_size)
     assert make_brush(2, image_size=torch.Size([2, 9])).shape == (3, 5)
+    assert make_brush(2, image_size=(torch.tensor(2), np.int64(9))).shape == (3, 5)
     with pytest.raises(RuntimeError, match=r"m must be in \(0, 1\], got 1.000000001"):
         torch.ops.cpia.channel_stroke(*args[:6], 1 + 1e-9, *args[7:])
     with pytest.raises(RuntimeError, match="m must not round to 0 in float32, got 1e-50"):
