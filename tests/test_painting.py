@@ -260,6 +260,10 @@ def test_write_outputs_refuses_an_output_of_another_kind_of_run(image, generator
     assert os.listdir(tmp_path) == ["generated.png"]
     write_outputs(result, tmp_path, overwrite=True)
     assert not (tmp_path / "generated.png").exists() and (tmp_path / "painting.png").is_file()
+    users_folder = tmp_path / "again"
+    (users_folder / "generated.png").mkdir(parents=True)  # a folder of that name is not an output
+    write_outputs(result, users_folder)
+    assert (users_folder / "generated.png").is_dir() and (users_folder / "painting.png").is_file()
 
 
 def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temporary_one(tmp_path):
@@ -427,6 +431,9 @@ def test_a_log_damaged_in_memory_is_refused_by_replay_as_a_file_would_be(image, 
         (dict(region_labels=log.region_labels[:1]), "2 region masks for 1 labels, 2 scores and 2 stop reasons"),
         (dict(stop_reasons=["tired"] * 2), "stop reasons must be among .* got 'tired'"),
         (dict(region_masks=log.region_masks[:, :8]), r"region masks of \(8, 64\) for an image of \(64, 64\)"),
+        (dict(content=None), "content must be a tensor, got NoneType"),
+        (dict(region_labels=None), "region_labels must be a list of str"),
+        (dict(region_scores=["a", 0.5]), "region_scores must be a list of finite numbers"),
     ]
     for changes, message in damaged:
         with pytest.raises(PaintingError, match="damaged stroke log: " + message):

@@ -191,9 +191,10 @@ def painting_output_names(gan: bool) -> tuple[str, ...]:
 
 
 def refuse_existing_outputs(outdir: str | Path, names: Sequence[str] = OUTPUT_NAMES) -> None:
-    """Raise FileExistsError naming the first of ``names`` that exists in ``outdir``."""
+    """Raise FileExistsError naming the first of ``names`` that is a file (or a link) in ``outdir``; a
+    folder of such a name is the user's (check_output_folder refuses one in the way of a write)."""
     for name in names:
-        if (Path(outdir) / name).exists():
+        if (Path(outdir) / name).is_file() or (Path(outdir) / name).is_symlink():
             raise FileExistsError(f"{Path(outdir) / name} exists already; pass overwrite=True (--overwrite) "
                                   f"to replace it")
 

@@ -365,7 +365,8 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
 
     Raises:
         PaintingError for a log whose parts disagree (``StrokeLog.check``), that does not fit the
-        generator (another layer name) or whose settings are out of range, and what :func:`paint` raises for a run that cannot fit.
+        generator (another layer name) or whose settings are out of range, and what :func:`paint`
+        raises for a run that cannot fit.
     """
     if not isinstance(log, StrokeLog):
         hint = "; pass its .log" if isinstance(log, PaintResult) else ""
@@ -401,13 +402,13 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
         if weights is None and log.weights is not None and not Path(log.weights).exists():
             raise PaintingError(f"the logged weights {log.weights} are gone (moved or deleted?); give their place: "
                                 f"replay(log, weights=PATH), or cpia replay --weights PATH")
-        weights = weights or log.weights
+        weights = log.weights if weights is None else weights
         if device is None:  # where it was painted, where that is here: the same floating-point results
             device = "cuda" if settings.device == "cuda" and device_problem("cuda") is None else "cpu"
         generator = _resolve_generator(log.generator, weights, device, settings.backend)
     else:  # the logged weights path is only a record here: it may have moved
         generator = _resolve_generator(generator, weights, device, settings.backend)
-        weights = weights or log.weights
+        weights = log.weights if weights is None else weights
     with _in_eval_mode(generator), _without_autocast():
         inputs = _prepare_inputs(log.content, generator)
         context = _make_context(generator, log.condition, inputs)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import numbers
 import os
 import platform
 import zipfile
@@ -88,6 +90,15 @@ class StrokeLog:
         masks = self.region_masks
         if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.dim() != 3:
             raise ValueError("region_masks must be a bool tensor (regions, H, W)")
+        if not isinstance(self.content, torch.Tensor):
+            raise ValueError(f"content must be a tensor, got {type(self.content).__name__}")
+        for name, fits in (("region_labels", lambda item: isinstance(item, str)),
+                           ("region_scores", lambda item: isinstance(item, numbers.Real)
+                            and not isinstance(item, (bool, np.bool_)) and math.isfinite(item)),
+                           ("stop_reasons", lambda item: isinstance(item, str))):
+            items = getattr(self, name)
+            if not isinstance(items, list) or not all(fits(item) for item in items):
+                raise ValueError(f"{name} must be a list of {'finite numbers' if name == 'region_scores' else 'str'}")
         plan_lengths = {len(self.region_labels), len(self.region_scores), len(self.stop_reasons)}
         if plan_lengths != {masks.shape[0]}:
             raise ValueError(f"{masks.shape[0]} region masks for {len(self.region_labels)} labels, "
