@@ -40,8 +40,8 @@ _RANDOM_DRAWS = frozenset([
 class global_rng_untouched(TorchFunctionMode):
     """Within the block, the random draws of this thread that name no generator come from a private
     one: a network built only to receive loaded weights fills its throw-away initial weights from
-    it, so neither the caller's stream nor one another thread is drawing from moves. (Saving and
-    restoring the global state instead would hand another thread's draws out a second time.)"""
+    it, so the global stream, which the caller and other threads draw from, does not move. (Saving
+    and restoring the global state instead would hand another thread's draws out a second time.)"""
 
     def __init__(self):
         super().__init__()
