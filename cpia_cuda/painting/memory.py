@@ -163,15 +163,11 @@ class _PeakLiveBytes(TorchDispatchMode):
             # of input and output for the length of the call (measured on multistyle26's convolutions:
             # the forward's resident peak at 4096 px is 6.52 GiB, this count 6.63, without it 4.56;
             # other shapes, transposed convolutions say, can hold more)
-            self.peak = max(self.peak, self.live + max(_nbytes(args[0]), _nbytes(output)))
+            self.peak = max(self.peak, self.live + max(args[0].nbytes, output.nbytes))
         return output
 
     def _freed(self, key: int) -> None:
         self.live -= self._sizes.pop(key, 0)
-
-
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
 
 
 def _storage_of(value: Any) -> torch.UntypedStorage | None:

@@ -193,10 +193,9 @@ def painting_output_names(gan: bool) -> tuple[str, ...]:
 def refuse_existing_outputs(outdir: str | Path, names: Sequence[str] = OUTPUT_NAMES) -> None:
     """Raise FileExistsError naming the first of ``names`` that is a file (or a link) in ``outdir``; a
     folder of such a name is the user's (check_output_folder refuses one in the way of a write)."""
-    for name in names:
-        if (Path(outdir) / name).is_file() or (Path(outdir) / name).is_symlink():
-            raise FileExistsError(f"{Path(outdir) / name} exists already; pass overwrite=True (--overwrite) "
-                                  f"to replace it")
+    for path in (Path(outdir) / name for name in names):
+        if path.is_file() or path.is_symlink():
+            raise FileExistsError(f"{path} exists already; pass overwrite=True (--overwrite) to replace it")
 
 
 def _planned_writers(result: PaintResult, note: Callable[[str], None]) -> dict[str, Callable[[Path], None]]:
