@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import math
 import operator
+import reprlib
 import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -65,11 +66,16 @@ class StrokeResult:
 # argument checks: the same words as csrc/op_checks.h
 
 
+def _given(value) -> str:
+    """A value of the wrong type as an error message shows it: its type and a short repr."""
+    return "None" if value is None else f"{type(value).__name__} {reprlib.repr(value)}"
+
+
 def _check_activation(Y: torch.Tensor, check_finite: bool = True) -> torch.Tensor:
     """``Y`` as float32, checked. ``check_finite=False`` leaves the finiteness of a float32 ``Y`` to
     the fused stroke op, which checks it itself (one pass over Y, not two)."""
     if not isinstance(Y, torch.Tensor):
-        raise TypeError(f"Y must be a torch.Tensor, got {type(Y).__name__}")
+        raise TypeError(f"Y must be a torch.Tensor, got {_given(Y)}")
     if Y.dim() not in (3, 4):
         raise ValueError(f"Y must be a 3-D (C, H, W) or 4-D (N, C, H, W) tensor, got {Y.dim()}-D")
     if not Y.is_floating_point():
@@ -104,7 +110,7 @@ def _all_finite(Y: torch.Tensor) -> bool:
 
 def _check_int(name: str, value, low: int, high: Optional[int] = None, high_name: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise TypeError(f"{name} must be an int, got {_given(value)}")
     value = int(value)
     if high is None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -121,7 +127,7 @@ def _check_tau(tau, channels: int) -> int:
 
 def _check_real(name: str, value, low: float, high: float, low_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a real number, got {_given(value)}")
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if math.isinf(high) else ']'}"
     try:
         value = float(value)
@@ -145,7 +151,7 @@ def _real_text(value: float) -> str:
 
 def _check_bool_tensor(name: str, value: torch.Tensor, Y: torch.Tensor) -> None:
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a bool tensor, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a bool tensor, got {_given(value)}")
     if value.dtype != torch.bool:
         raise TypeError(f"{name} must be a bool tensor, got {value.dtype}")
     _require_dense(name, value)
@@ -201,7 +207,7 @@ def make_brush(brush: Brush, image_size: Optional[tuple[int, int]] = None) -> to
         _check_brush_cells(brush.numel())
         return brush.cpu().contiguous()
     if isinstance(brush, bool) or not isinstance(brush, (int, np.integer)):
-        raise TypeError(f"brush must be an int z >= 0 or a bool (kh, kw) tensor, got {type(brush).__name__}")
+        raise TypeError(f"brush must be an int z >= 0 or a bool (kh, kw) tensor, got {_given(brush)}")
     z = _check_int("brush", brush, 0)
     z_h, z_w = (min(z, reach_h), min(z, reach_w)) if image_size else (z, z)
     _check_brush_cells((2 * z_h + 1) * (2 * z_w + 1))
