@@ -454,6 +454,16 @@ def command_demo(args: argparse.Namespace) -> int:
     return _paint_and_write(image, generator, condition, None, settings, args.output, args.overwrite)
 
 
+def _in_flag_terms(message: str, command_parser: argparse.ArgumentParser) -> str:
+    """An error of the Python API as the command line says it: ``max_coverage must ...`` becomes
+    ``--max-coverage must ...`` where the parameter is set by a flag of the command."""
+    name, must, rest = message.partition(" must ")
+    for action in command_parser._actions:  # argparse keeps no public list of a parser's options
+        if must and action.dest == name and action.option_strings:
+            return f"{max(action.option_strings, key=len)}{must}{rest}"
+    return message
+
+
 COMMANDS = {"paint": command_paint, "generate": command_generate, "layers": command_layers,
             "replay": command_replay, "demo": command_demo}
 
@@ -473,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
     except (ValueError, OSError, ImportError, MemoryError, torch.OutOfMemoryError) as error:
-        print(f"cpia: error: {error}", file=sys.stderr)
+        print(f"cpia: error: {_in_flag_terms(str(error), parser.command_parsers[args.command])}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cpia: interrupted", file=sys.stderr)

@@ -78,17 +78,19 @@ def test_layers_prints_the_layer_table(capsys):
     (["paint", "FOLDER"], "image FOLDER: a folder, not an image file"),
     (["paint", "IMAGE", "--generator", "no-such-net"], "unknown generator 'no-such-net'"),
     (["paint", "IMAGE", "--layer", "42"], "not an operable layer"),
-    (["paint", "IMAGE", "--m", "1.5"], "m must be in (0, 1]"),
-    (["paint", "IMAGE", "--tau", "33"], "tau must be in"),
-    (["paint", "IMAGE", "--style", "99"], "style must be an int in 0..25"),
+    (["paint", "IMAGE", "--m", "1.5"], "error: --m must be in (0, 1], got 1.5"),  # flags, not Python names
+    (["paint", "IMAGE", "--tau", "33"], "error: --tau must be in [1, C] = [1, 32], got 33"),
+    (["paint", "IMAGE", "--max-coverage", "2"], "error: --max-coverage must be in (0, 1], got 2"),
+    (["paint", "IMAGE", "--preview-size", "0"], "error: --preview-size must be an int >= 1, got 0"),
+    (["paint", "IMAGE", "--style", "99"], "error: --style must be an int in 0..25"),
     (["replay", "missing/stroke_log.json", "-o", "x"], "stroke log file not found"),
     (["paint", "TINY", "--max-strokes", "5"], "sides of at least 5 pixels, got (1, 3, 4, 40)"),
-    (["paint", "IMAGE", "--seed", "-1"], "seed must be an int in [0, 2^63 - 1], got -1"),
+    (["paint", "IMAGE", "--seed", "-1"], "error: --seed must be an int in [0, 2^63 - 1], got -1"),
     (["paint", "IMAGE", "--planner-option", "bogus=3"], "planner 'segments' has no option bogus;"),
     (["paint", "IMAGE", "--planner", "maskrcnn", "--planner-option", "device=tpu"],
      "device: expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["layers", "--size", "3", "3"], "sides of at least 5 pixels, got (1, 3, 3, 3)"),
-    (["paint", "IMAGE", "--mode", "flush", "--m", "7"], "m must be in (0, 1], got 7"),  # logged, so checked
+    (["paint", "IMAGE", "--mode", "flush", "--m", "7"], "error: --m must be in (0, 1], got 7"),  # logged, so checked
     (["paint", "IMAGE", "-o", ""], "-o/--output: expected a folder, got an empty path"),
     (["paint", "IMAGE", "--style-image", "IMAGE"], "--style-image: generator 'multistyle26' has built-in styles; "
                                                    "choose one with --style N"),
@@ -281,7 +283,7 @@ def test_replay_refuses_a_log_whose_arrays_do_not_fit(image_file, tmp_path, caps
     (lambda d: d.update(frame_strokes=[5, 3]), "frame_strokes must be ascending"),
     (lambda d: d["plan"][0].update(strokes=d["plan"][0]["strokes"] + 1), "differ from the plan's"),
     # hand edits of the kinds a front end writing JSON might make
-    (lambda d: d["settings"].update(tau=8.0), "the stroke log's settings: tau must be an int, got float"),
+    (lambda d: d["settings"].update(tau=8.0), "the stroke log's settings: tau must be an int, got float 8.0"),
     (lambda d: d["settings"].update(tau=1), "more than its tau = 1"),
     (lambda d: d["settings"].update(brush="x"), "the stroke log's settings: brush must be"),
     (lambda d: d["generator"].update(condition=[1]), "field generator.condition is missing or of the wrong type"),
