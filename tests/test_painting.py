@@ -1163,6 +1163,30 @@ def test_a_stroke_map_shows_the_channel_of_the_latest_stroke_from_stroke_0_on():
     assert torch.allclose(maps[0, :, 0, 0], channel_palette(2)[0])
 
 
+def test_opacity_keeps_the_layer_stride_when_the_decoder_rounds_the_size_up():
+    """multistyle26 decodes contract.1's 5 x 7 cells of a 10 x 14 input to 12 x 16: cell i still covers
+    pixels 2i and 2i + 1, and the rows and columns past the grid continue its edge."""
+    from cpia_cuda.generators import load_generator
+    from cpia_cuda.painting.render import opacity_at
+
+    network = load_generator("multistyle26")
+    context = network.make_context(style=0)
+    activation = network.encode(torch.rand(1, 3, 10, 14), 1, context)
+    decoded_size = network.decode(activation, 1, context).shape[-2:]
+    assert tuple(activation.shape[-2:]) == (5, 7) and tuple(decoded_size) == (12, 16)
+    cells = torch.zeros(1, 1, 5, 7)
+    cells[..., 4, :] = 1.0  # the last row of cells only
+    alpha = opacity_at(cells, decoded_size)[0, 0]
+    assert (alpha[:7] == 0).all()
+    assert torch.allclose(alpha[7], torch.full((16,), 0.25)) and torch.allclose(alpha[8], torch.full((16,), 0.75))
+    assert (alpha[9:] == 1).all()  # rows 8-9 are the cell's own; 10-11 the rounding's
+    cells = torch.rand(1, 1, 5, 7)
+    assert torch.allclose(opacity_at(cells, (10, 14)),  # a whole multiple is a plain bilinear upsampling
+                          F.interpolate(cells, size=(10, 14), mode="bilinear", align_corners=False))
+    assert torch.allclose(opacity_at(cells, (14, 20)),  # 4 and 6 pixels past a stride of 2: stretched
+                          F.interpolate(cells, size=(14, 20), mode="bilinear", align_corners=False))
+
+
 def test_the_mean_fill_is_the_mean_colour_of_the_region():
     content = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     mask = torch.zeros(8, 8, dtype=torch.bool)

@@ -63,6 +63,27 @@ def stroke_opacity(count: torch.Tensor, tau: int) -> torch.Tensor:
     return (count.to(torch.float32) / float(tau)).clamp_(0.0, 1.0)
 
 
+def opacity_at(alpha: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Opacity (N, 1, h, w) of the layer cells at the decoded size (Ho, Wo), bilinear (soft stroke edges).
+
+    Cell i covers the pixels of its stride, ``[i * s, (i + 1) * s)`` with ``s = Ho // h``: a decoder
+    that rounds sizes up decodes a layer grid to more than ``h * s`` pixels (multistyle26's
+    ``contract.1``: 5 cells, stride 2, 12 rows, as the input is padded to a multiple of 4), and those
+    rows lie below the last cell, so the edge is extended there rather than the grid stretched. A size
+    that is no such whole multiple plus at most a stride (a module of one's own that resizes) is met
+    by stretching."""
+    height, width = alpha.shape[-2:]
+    strides = (size[0] // max(height, 1), size[1] // max(width, 1))
+    inner = (strides[0] * height, strides[1] * width)
+    extra = (size[0] - inner[0], size[1] - inner[1])
+    if min(strides) == 0 or extra[0] > strides[0] or extra[1] > strides[1]:
+        inner, extra = tuple(size), (0, 0)
+    alpha = F.interpolate(alpha, size=inner, mode="bilinear", align_corners=False)
+    if any(extra):
+        alpha = F.pad(alpha, (0, extra[1], 0, extra[0]), mode="replicate")
+    return alpha.clamp_(0, 1)
+
+
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, the pixels of the written images."""
     return (image.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
@@ -165,9 +186,7 @@ class CanvasRenderer:
         opacity of ``count`` (N, h, w) stroked channels per location. Returns (N, 3, Ho, Wo)."""
         decoded = self.generator.decode(activation, self.layer.index, batch_context(self.context, activation.shape[0]))
         decoded = decoded.to(torch.float32).clamp(0.0, 1.0)
-        alpha = stroke_opacity(count, self.tau).unsqueeze(1)
-        # bilinear: soft stroke edges; the output grid is an integer multiple of the layer grid
-        alpha = F.interpolate(alpha, size=decoded.shape[-2:], mode="bilinear", align_corners=False).clamp_(0, 1)
+        alpha = opacity_at(stroke_opacity(count, self.tau).unsqueeze(1), decoded.shape[-2:])
         return torch.lerp(self._background(decoded).expand_as(decoded), decoded, alpha)
 
     @torch.no_grad()
