@@ -863,6 +863,21 @@ def test_a_gan_is_planned_on_its_generated_image_and_tau_equal_to_channels_is_pl
     assert result.log.content.shape == latent.shape
 
 
+def test_a_gan_preview_a_little_smaller_than_the_image_is_the_image_resized_not_cropped():
+    """eyes paints 128 x 128; 125 px frames are decoded at full size, so the last frame is the painting
+    resized (not its top-left 125 x 125, which is what taking off a decoder's rounding would give)."""
+    try:
+        eyes = load_generator("eyes")
+    except GeneratorError as error:
+        pytest.skip(f"eye DCGAN weights unavailable: {error}")
+    result = paint(eyes.sample_inputs(1, seed=1), generator=eyes, condition={"keyword": "blue"}, layer=3, tau=64,
+                   max_strokes=300, planner=HalvesPlanner(), frames=2, preview_size=125)
+    assert result.image.shape[-2:] == (128, 128) and result.frames.shape[-2:] == (125, 125)
+    resized = F.interpolate(result.image[None], size=(125, 125), mode="bilinear", antialias=True,
+                            align_corners=False).clamp(0, 1)[0]
+    torch.testing.assert_close(result.frames[-1], resized, atol=1e-5, rtol=0)
+
+
 def test_paint_and_replay_leave_the_callers_random_stream_alone():
     """Loading a network builds it with random initial weights before its own are read in; the
     caller's torch random stream must not move (eyes: the network is loaded inside paint and replay)."""

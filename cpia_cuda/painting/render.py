@@ -223,10 +223,14 @@ class CanvasRenderer:
                 activations.append(activation)
                 counts.append(count[0])
             canvas = self.composite(torch.stack(activations), torch.stack(counts))
-            # the network's rounding up is size_multiple pixels of the full size, not of a shrunk decode
-            rounding = 1 if shrink else self.generator.size_multiple
-            frames[start:start + len(activations)] = _fit(canvas, target, _cell(small_grid, canvas.shape[-2:]),
-                                                          rounding)
+            if shrink:  # decoded near the preview size: only a shrunk decode's rounding to take off
+                canvas = _fit(canvas, target, _cell(small_grid, canvas.shape[-2:]), 1)
+            else:  # decoded at full size: the network's rounding off first, then down to the preview
+                canvas = _fit(canvas, self.image_size, _cell(grid, canvas.shape[-2:]), self.generator.size_multiple)
+                if tuple(canvas.shape[-2:]) != target:
+                    canvas = F.interpolate(canvas, size=target, mode="bilinear", antialias=True,
+                                           align_corners=False).clamp_(0, 1)
+            frames[start:start + len(activations)] = canvas
             if progress is not None:
                 progress(len(activations))
         return frames
