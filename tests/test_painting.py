@@ -123,7 +123,7 @@ def test_strokes_of_each_region_stay_inside_it_in_plan_order(image, generator):
     assert log.region_labels == ["bottom", "top"]  # score order
     regions = log.strokes[:, 0]
     assert bool((regions[1:] >= regions[:-1]).all()), "strokes must come region by region, in plan order"
-    layer_masks = regions_at_layer(log.region_masks, log.order.shape[-2:])
+    layer_masks = regions_at_layer(log.region_masks, log.order.shape[-2:], generator.size_multiple)
     for index, (start, stop) in enumerate(log.region_stroke_ranges()):
         assert stop > start
         centres = log.strokes[start:stop, 2:4].long()
@@ -141,6 +141,51 @@ def test_regions_at_layer_partition_the_grid():
     assert torch.equal(layer.sum(0), torch.ones((2, 2), dtype=torch.long))
     assert layer[0, :, 0].all()  # 3 of its 4 columns
     assert layer[1, :, 1].all()  # 2 of 4 columns each for regions 1 and 2: the tie goes to the earlier region
+
+
+def test_layer_cells_at_the_bottom_edge_go_by_the_image_pixels_under_them():
+    """33 rows at a stride-4 layer: 9 cells over rows 4i..4i+3, the last over row 32 and 3 rows past
+    the image. 34 rows: the last cell has image rows 32-33, and the region with more of their pixels
+    owns it. A network that pads to a multiple of 4 has 36 one-row cells for 33 rows: the 3 past the
+    image take the edge's region."""
+    top = torch.zeros(33, 33, dtype=torch.bool)
+    top[:28] = True
+    owner = regions_at_layer(torch.stack([top, ~top]), (9, 9)).float().argmax(0)[:, 0]
+    assert owner.tolist() == [0] * 7 + [1, 1]
+    first = torch.zeros(34, 4, dtype=torch.bool)
+    first[:33] = True
+    first[33, 0] = True  # 5 of the last cell's 8 image pixels
+    owner = regions_at_layer(torch.stack([first, ~first]), (9, 1)).float().argmax(0)[:, 0]
+    assert owner.tolist() == [0] * 9
+    owner = regions_at_layer(torch.stack([top, ~top]), (36, 36), size_multiple=4).float().argmax(0)[:, 0]
+    assert owner.tolist() == [0] * 28 + [1] * 8
+
+
+def test_a_stroke_map_shows_each_layer_cell_over_its_own_pixels():
+    """Grid row i painted by channel i: at a stride-4 layer of a 33-row image, image row r shows cell
+    r // 4; at 36 one-row cells of a network padding to a multiple of 4, row r shows cell r."""
+    from cpia_cuda.painting.render import channel_palette, render_stroke_maps
+
+    for cells, stride, size_multiple in [(9, 4, 1), (36, 1, 4)]:
+        order = torch.full((cells, cells, 3), -1, dtype=torch.int32)
+        for row in range(cells):
+            order[row, row] = row
+        maps = render_stroke_maps(order, [cells], tau=1, size=(33, 3), image_size=(33, 3),
+                                  size_multiple=size_multiple)
+        expected = channel_palette(cells)[torch.arange(33) // stride]  # (33, 3) colour per image row
+        torch.testing.assert_close(maps[0, :, :, 0].T, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size, preview", [((34, 34), 33), ((40, 17), 39), ((97, 61), 96)])
+def test_a_style_preview_a_little_smaller_than_the_image_is_the_image_resized(generator, size, preview):
+    """A preview whose grid is the full one is decoded at full size: the last frame is the painting
+    resized, not cropped, nor stretched with the network's padding rows."""
+    content = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+    result = paint(content, generator=generator, layer=5, tau=32, planner=None, min_response=None,
+                   step_fill="none", frames=1, preview_size=preview)
+    resized = F.interpolate(result.image[None], size=result.frames.shape[-2:], mode="bilinear", antialias=True,
+                            align_corners=False)[0]
+    torch.testing.assert_close(result.frames[-1], resized, atol=1e-5, rtol=0)
 
 
 def test_large_images_are_planned_downscaled_with_masks_at_full_size(image, monkeypatch):

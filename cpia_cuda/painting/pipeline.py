@@ -49,8 +49,8 @@ from ..planning.base import Planner, PlanningError, Region
 from ..planning.order import POLICIES, check_labels, check_regions, order_regions, resolve_overlaps
 from ..planning.registry import PLANNERS, make_planner, planner_names
 from .memory import MemoryEstimate, available_memory, estimate_memory, kept_frames_bytes
-from .render import (CanvasRenderer, frame_mask, frame_thresholds, parse_background, pixels_sha256, preview_shape,
-                     render_stroke_maps)
+from .render import (CanvasRenderer, frame_mask, frame_thresholds, grid_span, parse_background, pixels_sha256,
+                     preview_shape, render_stroke_maps)
 from .stroke_log import FLUSHED, NO_LAYER_CELLS, StrokeLog, current_versions
 
 MODES = ("stroke", "flush")
@@ -771,15 +771,25 @@ def _planner_options(name: str, settings: PaintSettings) -> dict[str, Any]:
     return options
 
 
-def regions_at_layer(masks: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+def regions_at_layer(masks: torch.Tensor, grid: Sequence[int], size_multiple: int = 1) -> torch.Tensor:
     """Region masks (R, H, W) at image resolution -> (R, h, w) on the layer grid.
 
     Each layer cell goes to the region that covers the largest fraction of the image pixels under it
     (area-average downsampling), ties to the region first in plan order; a cell mostly covered by no
     region (possible only when the background is skipped) belongs to none. So the layer masks
-    partition the grid like the image masks partition the image.
+    partition the grid like the image masks partition the image. The cells lie over the image as the
+    network lays them (``render.grid_span``: a stride's worth of pixels each, from the top/left), so a
+    cell at the bottom/right edge may reach past the image: its fractions are of the image pixels it
+    has, and a cell with none (a network that pads its input) takes those of the image's edge.
     """
-    fractions = F.interpolate(masks.to(torch.float32).unsqueeze(0), size=tuple(grid), mode="area")[0]
+    height, width = masks.shape[-2:]
+    span = (grid_span(grid[0], height, size_multiple), grid_span(grid[1], width, size_multiple))
+    past = (0, span[1] - width, 0, span[0] - height)
+    pixels = masks.to(torch.float32).unsqueeze(0)
+    image_share = F.interpolate(F.pad(torch.ones_like(pixels[:, :1]), past), size=tuple(grid), mode="area")[0]
+    covered = F.interpolate(F.pad(pixels, past), size=tuple(grid), mode="area")[0]
+    edge = F.interpolate(F.pad(pixels, past, mode="replicate"), size=tuple(grid), mode="area")[0]
+    fractions = torch.where(image_share > 0, covered / image_share.clamp(min=1e-12), edge)
     uncovered = (1.0 - fractions.sum(0, keepdim=True)).clamp_(min=0.0)
     owner = torch.cat([fractions, uncovered]).argmax(0)  # argmax returns the first maximum
     return owner.unsqueeze(0) == torch.arange(masks.shape[0], device=owner.device).view(-1, 1, 1)
@@ -905,7 +915,8 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
                     painted = torch.zeros_like(activation)
                     kept = torch.zeros(activation.shape, dtype=torch.bool, device=activation.device)
                     masks = torch.stack([region.mask for region in plan])
-                    allowed_masks = regions_at_layer(masks, activation.shape[-2:]).to(activation.device)
+                    allowed_masks = regions_at_layer(masks, activation.shape[-2:],
+                                                     generator.size_multiple).to(activation.device)
                     _check_layer_cells(plan, allowed_masks, layer, progress.note if feedback.verbose else None)
                 flushed = channel_flush(activation, settings.tau, allowed=allowed_masks[index],
                                         backend=settings.backend)
@@ -1018,7 +1029,8 @@ def _render(generator: Generator, context: Any, layer: Layer, log: StrokeLog, pa
     if frames.shape[-2:] == image.shape[-2:]:  # the last frame is the painting: the same pixels, whatever the batch
         frames[-1] = image
     stroke_maps = render_stroke_maps(order, log.frame_strokes, settings.tau, tuple(frames.shape[-2:]),
-                                     tuple(settings.background))
+                                     tuple(settings.background), tuple(content_image.shape[-2:]),
+                                     generator.size_multiple)
     return PaintResult(
         image=image, frames=frames, stroke_maps=stroke_maps, log=log, plan=plan,
         content=content_image.detach().to("cpu", copy=True),

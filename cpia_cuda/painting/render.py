@@ -63,25 +63,74 @@ def stroke_opacity(count: torch.Tensor, tau: int) -> torch.Tensor:
     return (count.to(torch.float32) / float(tau)).clamp_(0.0, 1.0)
 
 
+def grid_span(cells: int, pixels: int, size_multiple: int = 1) -> int:
+    """Image pixels that a side of ``cells`` layer cells spans, for an image side of ``pixels``.
+
+    A layer of stride s has ``ceil(pixels / s)`` cells (convolutions round sizes up), so its cells span
+    ``s * cells`` pixels from the top/left, past the image's bottom/right by less than a stride (or
+    than the generator's ``size_multiple``, where the network pads its input). s is taken as
+    ``ceil(pixels / cells)``, the stride whenever there are at least s cells. A grid that fits no such
+    stride (a module that resizes) spans the image exactly."""
+    stride = -(-pixels // cells)
+    span = stride * cells
+    return span if span - pixels < max(stride, size_multiple) else pixels
+
+
+def decoded_span(pixels: int, cells: int) -> int:
+    """Decoded pixels that a side of ``cells`` layer cells spans, for a decode ``pixels`` long: a whole
+    stride per cell from the top/left (a decoder that rounds sizes up adds at most a stride past it),
+    else, for a size that is no such multiple, all of it."""
+    stride = pixels // cells
+    span = stride * cells
+    return span if stride > 0 and pixels - span <= stride else pixels
+
+
 def opacity_at(alpha: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Opacity (N, 1, h, w) of the layer cells at the decoded size (Ho, Wo), bilinear (soft stroke edges).
 
-    Cell i covers the pixels of its stride, ``[i * s, (i + 1) * s)`` with ``s = Ho // h``: a decoder
-    that rounds sizes up decodes a layer grid to more than ``h * s`` pixels (multistyle26's
-    ``contract.1``: 5 cells, stride 2, 12 rows, as the input is padded to a multiple of 4), and those
-    rows lie below the last cell, so the edge is extended there rather than the grid stretched. A size
-    that is no such whole multiple plus at most a stride (a module of one's own that resizes) is met
-    by stretching."""
-    height, width = alpha.shape[-2:]
-    strides = (size[0] // max(height, 1), size[1] // max(width, 1))
-    inner = (strides[0] * height, strides[1] * width)
-    extra = (size[0] - inner[0], size[1] - inner[1])
-    if min(strides) == 0 or extra[0] > strides[0] or extra[1] > strides[1]:
-        inner, extra = tuple(size), (0, 0)
+    Cell i covers the pixels of its stride (:func:`decoded_span`): a decoder that rounds sizes up
+    decodes a layer grid to more than the cells times their stride (multistyle26's ``contract.1``: 5
+    cells, stride 2, 12 rows, as the input is padded to a multiple of 4), and those rows lie below the
+    last cell, so the edge is extended there rather than the grid stretched."""
+    inner = (decoded_span(size[0], alpha.shape[-2]), decoded_span(size[1], alpha.shape[-1]))
     alpha = F.interpolate(alpha, size=inner, mode="bilinear", align_corners=False)
+    extra = (size[0] - inner[0], size[1] - inner[1])
     if any(extra):
         alpha = F.pad(alpha, (0, extra[1], 0, extra[0]), mode="replicate")
     return alpha.clamp_(0, 1)
+
+
+def image_of(canvas: torch.Tensor, cells: Sequence[int], image_span: Sequence[tuple[int, int]],
+             target: Sequence[int]) -> torch.Tensor:
+    """The image's part of ``canvas`` (N, 3, Ho, Wo), decoded from ``cells`` (h, w) layer cells, at the
+    ``target`` size (rows, cols).
+
+    ``image_span`` holds, per axis, ``(pixels, span)``: the image side and the pixels its layer grid
+    spans (:func:`grid_span`); a grid shrunk for a preview spans the same image share. So the image
+    is the first ``pixels / span`` of the decoded span (:func:`decoded_span`): taken exactly where that
+    is the target size (the decoder's rounding cut off), else resampled (bilinear, antialiased) with
+    the scale that maps it onto the target."""
+    extents = [(pixels * decoded_span(canvas.shape[-2 + axis], cells[axis]), span)  # extent = a / b
+               for axis, (pixels, span) in enumerate(image_span)]
+    if all(a == size * b for (a, b), size in zip(extents, target)):
+        return canvas[..., : target[0], : target[1]]
+    scale = tuple(size * b / a for (a, b), size in zip(extents, target))
+    canvas = canvas[..., : -(-extents[0][0] // extents[0][1]), : -(-extents[1][0] // extents[1][1])]  # no pixel past it
+    for _ in range(2):  # the second time with a replicated edge, should rounding leave the output short
+        resized = F.interpolate(canvas, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False,
+                                recompute_scale_factor=False)
+        if resized.shape[-2] >= target[0] and resized.shape[-1] >= target[1]:
+            break
+        canvas = F.pad(canvas, (0, 1, 0, 1), mode="replicate")
+    return resized[..., : target[0], : target[1]].clamp_(0, 1)
+
+
+def cells_under(pixels_out: int, pixels: int, cells: int, size_multiple: int, device=None) -> torch.Tensor:
+    """The layer cell under the centre of each of ``pixels_out`` pixels laid over an image side of
+    ``pixels``, whose ``cells`` span :func:`grid_span` pixels (int64, for indexing)."""
+    span = grid_span(cells, pixels, size_multiple)
+    centres = (torch.arange(pixels_out, dtype=torch.float64, device=device) + 0.5) * (pixels / pixels_out)
+    return (centres * (cells / span)).floor().long().clamp_(0, cells - 1)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -134,22 +183,6 @@ def channel_palette(channels: int) -> torch.Tensor:
     return torch.tensor(colours, dtype=torch.float32)
 
 
-def _fit(images: torch.Tensor, size: tuple[int, int], cell: tuple[float, float], size_multiple: int) -> torch.Tensor:
-    """Bring decoder output to ``size``: crop a bottom/right excess of less than one layer cell or
-    than the generator's ``size_multiple`` (a fully convolutional decoder rounds sizes up to its
-    stride, whatever the layer), else resize (antialiased)."""
-    height, width = images.shape[-2:]
-    excess = (height - size[0], width - size[1])
-    if all(0 <= excess[i] < max(cell[i], size_multiple, 1.0) for i in range(2)):
-        return images[..., : size[0], : size[1]]
-    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
-
-
-def _cell(grid: Sequence[int], output: Sequence[int]) -> tuple[float, float]:
-    """Output pixels per layer cell, (rows, cols)."""
-    return output[0] / grid[0], output[1] / grid[1]
-
-
 def batch_context(context: Any, batch: int) -> Any:
     """The context for a batch of ``batch`` activations.
 
@@ -177,6 +210,11 @@ class CanvasRenderer:
     background: Color
     image_size: tuple[int, int]
 
+    def _image_span(self, grid: Sequence[int]) -> list[tuple[int, int]]:
+        """Per axis, the image side and the pixels of it that the layer grid spans (:func:`image_of`)."""
+        return [(pixels, grid_span(cells, pixels, self.generator.size_multiple))
+                for cells, pixels in zip(grid, self.image_size)]
+
     def _background(self, like: torch.Tensor) -> torch.Tensor:
         return torch.tensor(self.background, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
 
@@ -194,8 +232,8 @@ class CanvasRenderer:
         """The canvas (3, H, W) at full resolution for ``painted`` (C, h, w) under ``mask`` (C, h, w)."""
         activation = (painted * mask).unsqueeze(0)
         canvas = self.composite(activation, mask.sum(0, keepdim=True))
-        return _fit(canvas, self.image_size, _cell(mask.shape[-2:], canvas.shape[-2:]),
-                    self.generator.size_multiple)[0]
+        grid = mask.shape[-2:]
+        return image_of(canvas, grid, self._image_span(grid), self.image_size)[0]
 
     @torch.no_grad()
     def render_frames(self, painted: torch.Tensor, order: torch.Tensor, thresholds: Sequence[int],
@@ -223,14 +261,8 @@ class CanvasRenderer:
                 activations.append(activation)
                 counts.append(count[0])
             canvas = self.composite(torch.stack(activations), torch.stack(counts))
-            if shrink:  # decoded near the preview size: only a shrunk decode's rounding to take off
-                canvas = _fit(canvas, target, _cell(small_grid, canvas.shape[-2:]), 1)
-            else:  # decoded at full size: the network's rounding off first, then down to the preview
-                canvas = _fit(canvas, self.image_size, _cell(grid, canvas.shape[-2:]), self.generator.size_multiple)
-                if tuple(canvas.shape[-2:]) != target:
-                    canvas = F.interpolate(canvas, size=target, mode="bilinear", antialias=True,
-                                           align_corners=False).clamp_(0, 1)
-            frames[start:start + len(activations)] = canvas
+            # a shrunk grid spans the image share of the full one: area downsampling keeps proportions
+            frames[start:start + len(activations)] = image_of(canvas, small_grid, self._image_span(grid), target)
             if progress is not None:
                 progress(len(activations))
         return frames
@@ -250,13 +282,18 @@ def _shrunk_grid(grid: tuple[int, int], scale: float, image_size: Sequence[int],
 
 @torch.no_grad()
 def render_stroke_maps(order: torch.Tensor, thresholds: Sequence[int], tau: int, size: tuple[int, int],
-                       background: Color = (1.0, 1.0, 1.0)) -> torch.Tensor:
+                       background: Color = (1.0, 1.0, 1.0), image_size: Sequence[int] | None = None,
+                       size_multiple: int = 1) -> torch.Tensor:
     """Stroke-map frames (F, 3, H, W): which channel painted each location, and how much.
 
     At each layer location the colour is that of the channel (:func:`channel_palette`) of the latest
-    stroke that reached it, the opacity is :func:`stroke_opacity` of its stroked channels; nearest
-    upsampling keeps the layer cells visible.
+    stroke that reached it, the opacity is :func:`stroke_opacity` of its stroked channels. Each pixel
+    shows the cell under its centre (:func:`cells_under`; the cells visible as blocks), the grid laid
+    over an image of ``image_size`` (default: ``size``) as the network lays it (:func:`grid_span`).
     """
+    image_size = tuple(size) if image_size is None else tuple(image_size)
+    rows = cells_under(size[0], image_size[0], order.shape[-2], size_multiple, order.device)
+    cols = cells_under(size[1], image_size[1], order.shape[-1], size_multiple, order.device)
     palette = channel_palette(order.shape[0]).to(order.device)
     paper = torch.tensor(background, dtype=torch.float32, device=order.device).view(3, 1, 1)
     maps = torch.empty((len(thresholds), 3, *size), dtype=torch.float32)  # filled frame by frame: no full-size stack on the device
@@ -266,5 +303,5 @@ def render_stroke_maps(order: torch.Tensor, thresholds: Sequence[int], tau: int,
         colour = palette[channel].permute(2, 0, 1)
         alpha = stroke_opacity(on.sum(0), tau) * (latest >= 0)
         stroke_map = torch.lerp(paper.expand_as(colour), colour, alpha.unsqueeze(0))
-        maps[index] = F.interpolate(stroke_map.unsqueeze(0), size=size, mode="nearest")[0]
+        maps[index] = stroke_map[:, rows][:, :, cols]
     return maps
