@@ -10,7 +10,7 @@ from .painting import (PaintingError, PaintResult, PaintSettings, ReplayMismatch
                        paint, replay, write_outputs)
 from .planning.base import PlanningError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "GeneratorError", "PaintResult", "PaintSettings", "PaintingError", "PlanningError", "ReplayMismatchWarning",

@@ -188,6 +188,48 @@ def test_a_style_preview_a_little_smaller_than_the_image_is_the_image_resized(ge
     torch.testing.assert_close(result.frames[-1], resized, atol=1e-5, rtol=0)
 
 
+class SplitAt13Planner(Planner):
+    """Rows 0-12 and 13-32 of a 33-row image: at a stride-4 layer, cell 3 (rows 12-15) goes to the
+    lower region, while a grid stretched over the image (rows 11.0-14.7) gives it to the upper one."""
+
+    name = "split13"
+
+    def plan(self, image):
+        upper = torch.zeros(image.shape[-2:], dtype=torch.bool)
+        upper[:13] = True
+        return [Region(mask=upper, label="upper", score=0.9), Region(mask=~upper, label="lower", score=0.3)]
+
+
+def test_a_log_of_the_stretched_grid_replays_with_its_own_cell_placement(generator, tmp_path, monkeypatch):
+    """A log painted by cpia_cuda 0.1.0, which stretched the grid over the image and wrote no
+    cell_placement, replays with the layer masks it was painted with, and is not taken for damaged."""
+    from cpia_cuda.painting import pipeline
+
+    content = torch.rand(3, 33, 33, generator=torch.Generator().manual_seed(5))
+    stride_placed = pipeline.regions_at_layer
+
+    def stretched(masks, grid, size_multiple=1, placement="stride"):
+        return stride_placed(masks, grid, size_multiple, "stretch")
+
+    monkeypatch.setattr(pipeline, "regions_at_layer", stretched)
+    old = paint(content, generator=generator, layer=LAYER, tau=8, max_strokes=80, planner=SplitAt13Planner(), frames=2)
+    monkeypatch.undo()
+    assert not torch.equal(stride_placed(old.log.region_masks, (9, 9), 4, "stretch"),
+                           stride_placed(old.log.region_masks, (9, 9), 4))
+    write_outputs(old, tmp_path / "old")
+    document = json.loads((tmp_path / "old" / "stroke_log.json").read_text())
+    assert document.pop("cell_placement") == "stride"  # written as cpia_cuda 0.1.0 wrote it: without the field
+    (tmp_path / "old" / "stroke_log.json").write_text(json.dumps(document))
+    log = load_stroke_log(tmp_path / "old" / "stroke_log.json")
+    assert log.cell_placement == "stretch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReplayMismatchWarning)  # the frames' geometry changed since
+        again = replay(log, generator=generator)
+        assert torch.equal(again.log.order, old.log.order) and again.log.cell_placement == "stretch"
+        with pytest.raises(PaintingError, match="paint outside its mask"):
+            replay(dataclasses.replace(log, cell_placement="stride"), generator=generator)
+
+
 def test_large_images_are_planned_downscaled_with_masks_at_full_size(image, monkeypatch):
     from cpia_cuda.painting import pipeline
 

@@ -454,7 +454,7 @@ def replay(log: StrokeLog, *, generator: Generator | None = None, weights: str |
             return painted
 
         painted, flush_kept = _walk_steps(generator, inputs, context, layer_info, plan, settings, step, feedback,
-                                          timer)
+                                          timer, log.cell_placement)
         logged_pixels = log.painting_sha256
         with timer.phase("render"):
             result = _render(generator, context, layer_info, log, painted, flush_kept, plan, content_image,
@@ -771,7 +771,8 @@ def _planner_options(name: str, settings: PaintSettings) -> dict[str, Any]:
     return options
 
 
-def regions_at_layer(masks: torch.Tensor, grid: Sequence[int], size_multiple: int = 1) -> torch.Tensor:
+def regions_at_layer(masks: torch.Tensor, grid: Sequence[int], size_multiple: int = 1,
+                     placement: str = "stride") -> torch.Tensor:
     """Region masks (R, H, W) at image resolution -> (R, h, w) on the layer grid.
 
     Each layer cell goes to the region that covers the largest fraction of the image pixels under it
@@ -781,9 +782,14 @@ def regions_at_layer(masks: torch.Tensor, grid: Sequence[int], size_multiple: in
     network lays them (``render.grid_span``: a stride's worth of pixels each, from the top/left), so a
     cell at the bottom/right edge may reach past the image: its fractions are of the image pixels it
     has, and a cell with none (a network that pads its input) takes those of the image's edge.
+    ``placement="stretch"`` stretches the grid over the image instead, as cpia_cuda 0.1.0 did (for the
+    replay of its logs: ``StrokeLog.cell_placement``).
     """
     height, width = masks.shape[-2:]
-    span = (grid_span(grid[0], height, size_multiple), grid_span(grid[1], width, size_multiple))
+    if placement == "stretch":
+        span = (height, width)
+    else:
+        span = (grid_span(grid[0], height, size_multiple), grid_span(grid[1], width, size_multiple))
     past = (0, span[1] - width, 0, span[0] - height)
     pixels = masks.to(torch.float32).unsqueeze(0)
     image_share = F.interpolate(F.pad(torch.ones_like(pixels[:, :1]), past), size=tuple(grid), mode="area")[0]
@@ -892,7 +898,8 @@ class _Progress:
 
 def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer, plan: Sequence[Region],
                 settings: PaintSettings, step: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                feedback: _Feedback, timer: PhaseTimer) -> tuple[torch.Tensor, torch.Tensor]:
+                feedback: _Feedback, timer: PhaseTimer,
+                cell_placement: str = "stride") -> tuple[torch.Tensor, torch.Tensor]:
     """Feed the step images in plan order and accumulate the painting.
 
     A channel flush with the same tau runs on each step (the comparison of the paper's Fig. 3).
@@ -915,8 +922,8 @@ def _walk_steps(generator: Generator, inputs: torch.Tensor, context: Any, layer:
                     painted = torch.zeros_like(activation)
                     kept = torch.zeros(activation.shape, dtype=torch.bool, device=activation.device)
                     masks = torch.stack([region.mask for region in plan])
-                    allowed_masks = regions_at_layer(masks, activation.shape[-2:],
-                                                     generator.size_multiple).to(activation.device)
+                    allowed_masks = regions_at_layer(masks, activation.shape[-2:], generator.size_multiple,
+                                                     cell_placement).to(activation.device)
                     _check_layer_cells(plan, allowed_masks, layer, progress.note if feedback.verbose else None)
                 flushed = channel_flush(activation, settings.tau, allowed=allowed_masks[index],
                                         backend=settings.backend)

@@ -1,8 +1,8 @@
 """The stroke log: everything needed to re-render a painting, frame by frame.
 
 A log is two files with one stem: ``stroke_log.json`` (parameters, plan labels and scores, generator
-name, weights path and condition, versions, frame stroke counts, the NPZ's SHA-256, the SHA-256 of
-the final painting's pixels) and ``stroke_log.npz`` (arrays):
+name, weights path and condition, versions, how the region masks lie on the layer grid, frame stroke
+counts, the NPZ's SHA-256, the SHA-256 of the final painting's pixels) and ``stroke_log.npz`` (arrays):
 
 | NPZ key | content |
 |---|---|
@@ -42,6 +42,7 @@ LOG_STROKE_COLUMNS = ("region", "channel", "row", "col", "pixels", "channels")
 _REGION = LOG_STROKE_COLUMNS.index("region")
 _PIXELS = LOG_STROKE_COLUMNS.index("pixels")
 LOG_FORMAT = "cpia-stroke-log/1"
+CELL_PLACEMENTS = ("stride", "stretch")  # StrokeLog.cell_placement
 _TENSOR_TAG = "__tensor__"
 # A region's stop reason: the stroke op's, or one of these (a flush region; a region too small or thin
 # to own a cell of the layer grid).
@@ -71,6 +72,10 @@ class StrokeLog:
     versions: dict[str, str] = field(default_factory=lambda: current_versions())
     # SHA-256 of the final painting's pixels (render.pixels_sha256), which a replay compares with its own
     painting_sha256: str | None = None
+    # How the region masks were laid on the layer grid (pipeline.regions_at_layer): "stride", each cell
+    # over its stride's pixels; "stretch", the grid stretched over the image (logs of cpia_cuda 0.1.0,
+    # which have no such field)
+    cell_placement: str = "stride"
 
     @property
     def num_strokes(self) -> int:
@@ -106,6 +111,8 @@ class StrokeLog:
         unknown = [reason for reason in self.stop_reasons if reason not in REGION_STOP_REASONS]
         if unknown:
             raise ValueError(f"stop reasons must be among {', '.join(REGION_STOP_REASONS)}, got {unknown[0]!r}")
+        if self.cell_placement not in CELL_PLACEMENTS:
+            raise ValueError(f"cell_placement must be one of {', '.join(CELL_PLACEMENTS)}, got {self.cell_placement!r}")
         num_strokes, regions = self.num_strokes, self.strokes[:, _REGION].long()
         if num_strokes and not (int(regions.min()) >= 0 and int(regions.max()) < masks.shape[0]):
             raise ValueError(f"strokes name regions outside the plan of {masks.shape[0]} regions")
@@ -166,6 +173,7 @@ class StrokeLog:
             "stroke_columns": list(LOG_STROKE_COLUMNS),
             "frame_strokes": self.frame_strokes,
             "versions": self.versions,
+            "cell_placement": self.cell_placement,
             **({"painting_sha256": self.painting_sha256} if self.painting_sha256 is not None else {}),
         }
         try:
@@ -275,6 +283,7 @@ def _check_fields(document: dict[str, Any]) -> None:
         ("frame_strokes", is_counts(document.get("frame_strokes"))),
         ("versions", isinstance(document.get("versions"), dict)),
         ("painting_sha256", isinstance(document.get("painting_sha256"), (str, type(None)))),
+        ("cell_placement", document.get("cell_placement", "stretch") in CELL_PLACEMENTS),
         ("plan", isinstance(document.get("plan"), list) and all(isinstance(r, dict) for r in document["plan"])),
     ]
     for name, fits in expected:
@@ -323,7 +332,7 @@ def _read_log(document: dict[str, Any], npz: bytes) -> StrokeLog:
         weights=generator["weights"], condition=condition, layer=int(document["layer"]["index"]),
         layer_name=document["layer"]["name"], settings=document["settings"],
         frame_strokes=[int(k) for k in document["frame_strokes"]], versions=document["versions"],
-        painting_sha256=document.get("painting_sha256"),
+        painting_sha256=document.get("painting_sha256"), cell_placement=document.get("cell_placement", "stretch"),
     )
     log.check()
     return log
