@@ -392,8 +392,9 @@ def command_layers(args: argparse.Namespace) -> int:
         height, width = args.size
         if height < 1 or width < 1:
             raise ValueError(f"--size: expected positive H W, got {height} {width}")
-        inputs = torch.full((1, 3, height, width), 0.5, dtype=torch.float32)
         context = generator.make_context(**_neutral_condition(generator))
+        _check_layers_fit(generator, context, height, width)
+        inputs = torch.full((1, 3, height, width), 0.5, dtype=torch.float32)
         title = f"{generator.name}: operable layers for a {height}x{width} input"
     else:
         inputs = generator.sample_inputs(1, 0)
@@ -405,6 +406,21 @@ def command_layers(args: argparse.Namespace) -> int:
     for layer, shape in shapes:
         print(f"{layer.index:>5}  {layer.name:<20} {layer.channels:>8}  {tuple(shape)}")
     return 0
+
+
+def _check_layers_fit(generator, context, height: int, width: int) -> None:
+    """Listing the layers runs the encoder at the full size: refuse a size whose run would not fit in
+    memory, measured on a probe of at most 128 px scaled by the area (as paint's memory estimate)."""
+    from .painting.memory import GIB, available_memory, working_set
+
+    scale = min(1.0, 128 / max(height, width))
+    probe = torch.full((1, 3, max(8, round(height * scale)), max(8, round(width * scale))), 0.5)
+    area_ratio = height * width / (probe.shape[2] * probe.shape[3])
+    needed = working_set(lambda: generator.layer_shapes(probe, context)) * area_ratio + 12 * height * width
+    available = available_memory("cpu")
+    if available is not None and needed > available:
+        raise MemoryError(f"--size {height} {width}: listing the layers runs {generator.name} at that size, "
+                          f"which needs about {needed / GIB:.1f} GiB; {available / GIB:.1f} GiB are available")
 
 
 def _neutral_condition(generator) -> dict[str, Any]:

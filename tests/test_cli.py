@@ -73,6 +73,17 @@ def test_layers_prints_the_layer_table(capsys):
     assert "res.0" in out and "(32, 16, 24)" in out and "expand.1" in out
 
 
+def test_layers_refuses_a_size_whose_run_would_not_fit_before_allocating_it(capsys, monkeypatch):
+    from cpia_cuda.painting import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device: 64 * 2**20)
+    assert main(["layers", "--size", "2048", "2048"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cpia: error: --size 2048 2048: listing the layers runs multistyle26 at that size, "
+                          "which needs about ") and err.count("\n") == 1
+    assert main(["layers", "--size", "64", "64"]) == 0  # 64 MiB is plenty for this one
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["paint", "no-such-image.png"], "image not found: no-such-image.png"),
     (["paint", "FOLDER"], "image FOLDER: a folder, not an image file"),

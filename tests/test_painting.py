@@ -408,8 +408,8 @@ def test_the_memory_count_does_not_import_torchs_compiler():
     import subprocess
     import sys
 
-    program = ("import sys, torch; from cpia_cuda.painting.memory import _working_set; "
-               "_working_set(lambda: torch.ones(3) * 2); print('torch._dynamo' in sys.modules)")
+    program = ("import sys, torch; from cpia_cuda.painting.memory import working_set; "
+               "working_set(lambda: torch.ones(3) * 2); print('torch._dynamo' in sys.modules)")
     completed = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
     assert completed.stdout.strip() == "False", completed.stderr
 
@@ -714,8 +714,8 @@ def test_a_hooked_generator_with_a_skip_connection_decodes_the_content_not_the_l
     assert torch.allclose(result.image[:, away], plain[:, away], atol=1e-6)
 
 
-def test_the_working_set_counts_the_tensors_alive_at_once():
-    from cpia_cuda.painting.memory import _working_set
+def test_theworking_set_counts_the_tensors_alive_at_once():
+    from cpia_cuda.painting.memory import working_set
 
     def run():
         first = torch.ones(1000)  # 4000 bytes
@@ -726,21 +726,21 @@ def test_the_working_set_counts_the_tensors_alive_at_once():
         third = torch.zeros(500, dtype=torch.float64)  # 4000 + 4000
         return view, third
 
-    assert _working_set(run) == 8000
+    assert working_set(run) == 8000
 
 
 def test_a_cpu_convolution_counts_the_copy_it_holds_while_it_runs():
-    from cpia_cuda.painting.memory import _working_set
+    from cpia_cuda.painting.memory import working_set
 
     image, weight = torch.ones(1, 4, 32, 32), torch.ones(8, 4, 3, 3)
     output_bytes = 8 * 30 * 30 * 4  # larger than the input's 4 * 32 * 32 * 4
-    assert _working_set(lambda: F.conv2d(image, weight)) == 2 * output_bytes
+    assert working_set(lambda: F.conv2d(image, weight)) == 2 * output_bytes
     narrowing = torch.ones(2, 4, 3, 3)  # now the input is the larger
-    assert _working_set(lambda: F.conv2d(image, narrowing)) == 2 * 30 * 30 * 4 + 4 * 32 * 32 * 4
+    assert working_set(lambda: F.conv2d(image, narrowing)) == 2 * 30 * 30 * 4 + 4 * 32 * 32 * 4
 
 
-def test_the_working_set_leaves_out_views_of_what_existed_before():
-    from cpia_cuda.painting.memory import _working_set
+def test_theworking_set_leaves_out_views_of_what_existed_before():
+    from cpia_cuda.painting.memory import working_set
 
     weight, sparse = torch.ones(512, 512), torch.eye(4).to_sparse()
     layer = torch.nn.Linear(512, 512)  # its forward takes the transpose of its weight, a view
@@ -751,7 +751,7 @@ def test_the_working_set_leaves_out_views_of_what_existed_before():
         layer(torch.ones(1, 512))  # the view of the weight is not new; its output (2 KiB) is
         return flat.sum(), sparse * 2
 
-    assert _working_set(run) < 4 * 4096
+    assert working_set(run) < 4 * 4096
 
 
 def test_the_frame_batch_estimate_counts_only_the_frames_there_are(image, generator):

@@ -179,7 +179,7 @@ def _storage_of(value: Any) -> torch.UntypedStorage | None:
 
 
 @torch.no_grad()
-def _working_set(run: Callable[[], Any]) -> int:
+def working_set(run: Callable[[], Any]) -> int:
     """Peak bytes of the tensors ``run()`` creates and holds at once (its inputs and weights not
     included)."""
     counter = _PeakLiveBytes()
@@ -213,11 +213,11 @@ def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, la
     channels, height, width = probe_activation.shape[1:]
     height, width = math.ceil(height * math.sqrt(area_ratio)), math.ceil(width * math.sqrt(area_ratio))
     output_sizes: list[tuple[int, int]] = []
-    full_working = int(_working_set(lambda: output_sizes.append(generator.forward(probe, context).shape[-2:]))
+    full_working = int(working_set(lambda: output_sizes.append(generator.forward(probe, context).shape[-2:]))
                        * area_ratio)
     image_size = tuple(inputs.shape[-2:]) if generator.input_kind == "image" else tuple(output_sizes[0])
     preview = preview_shape(image_size, preview_size)
-    decoding = _working_set(lambda: generator.decode(probe_activation, layer.index, context)) * area_ratio
+    decoding = working_set(lambda: generator.decode(probe_activation, layer.index, context)) * area_ratio
     frame_scale = (preview[0] * preview[1]) / (image_size[0] * image_size[1]) if generator.decodes_any_size else 1.0
     frame_factor = FRAME_FACTOR["cpu" if _is_host(inputs.device) else "other"]
     return MemoryEstimate(
