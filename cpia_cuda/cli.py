@@ -474,10 +474,15 @@ def _in_flag_terms(message: str, command_parser: argparse.ArgumentParser) -> str
     """An error of the Python API as the command line says it: ``max_coverage must ...`` becomes
     ``--max-coverage must ...`` where the parameter is set by a flag of the command."""
     name, must, rest = message.partition(" must ")
+    name = _FLAG_OF_PARAMETER.get(name, name)
     for action in command_parser._actions:  # argparse keeps no public list of a parser's options
         if must and action.dest == name and action.option_strings:
             return f"{max(action.option_strings, key=len)}{must}{rest}"
     return message
+
+
+# parameters that a flag of another name sets (cpia generate --keyword 3: class_index=3)
+_FLAG_OF_PARAMETER = {"class_index": "keyword"}
 
 
 COMMANDS = {"paint": command_paint, "generate": command_generate, "layers": command_layers,

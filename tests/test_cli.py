@@ -109,6 +109,7 @@ def test_layers_refuses_a_size_whose_run_would_not_fit_before_allocating_it(caps
     (["paint", "IMAGE", "--generator", "arbitrary", "--style", "3"], "--style: generator 'arbitrary' takes its style "
                                                                      "from an image"),
     (["demo", "--size", "100000", "-o", "x"], "--size: expected 16 to 8192 pixels, got 100000"),
+    (["generate", "--gan", "eyes", "--keyword", "99", "-o", "x"], "error: --keyword must be an integer in [0, 8), got 99"),
 ])
 def test_errors_print_one_line_and_exit_with_status_2(arguments, message, image_file, tmp_path, capsys):
     tiny = tmp_path / "tiny.png"
