@@ -410,12 +410,11 @@ def command_layers(args: argparse.Namespace) -> int:
 
 def _check_layers_fit(generator, context, height: int, width: int) -> None:
     """Listing the layers runs the encoder at the full size: refuse a size whose run would not fit in
-    memory, measured on a probe of at most 128 px scaled by the area (as paint's memory estimate)."""
-    from .painting.memory import GIB, available_memory, working_set
+    memory, measured on a probe scaled by the area (as paint's memory estimate)."""
+    from .painting.memory import GIB, available_memory, probe_size, working_set
 
-    scale = min(1.0, 128 / max(height, width))
-    probe = torch.full((1, 3, max(8, round(height * scale)), max(8, round(width * scale))), 0.5)
-    area_ratio = height * width / (probe.shape[2] * probe.shape[3])
+    size, area_ratio = probe_size(height, width)
+    probe = torch.full((1, 3, *size), 0.5)
     needed = working_set(lambda: generator.layer_shapes(probe, context)) * area_ratio + 12 * height * width
     available = available_memory("cpu")
     if available is not None and needed > available:

@@ -188,13 +188,19 @@ def working_set(run: Callable[[], Any]) -> int:
     return counter.peak
 
 
-def _probe_image(image: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """``image`` (1, 3, H, W) shrunk to about a _PROBE_SIDE square, and the area ratio full / probe."""
-    height, width = image.shape[-2:]
+def probe_size(height: int, width: int) -> tuple[tuple[int, int], float]:
+    """The size of a probe image for an image of (height, width), its long side about _PROBE_SIDE,
+    and the area ratio full / probe by which a probe's measurement is scaled."""
     scale = min(1.0, _PROBE_SIDE / max(height, width))
     size = (max(8, round(height * scale)), max(8, round(width * scale)))
-    probe = F.interpolate(image, size=size, mode="area") if size != (height, width) else image
-    return probe, (height * width) / (size[0] * size[1])
+    return size, (height * width) / (size[0] * size[1])
+
+
+def _probe_image(image: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``image`` (1, 3, H, W) shrunk to the probe size, and the area ratio full / probe."""
+    size, area_ratio = probe_size(*image.shape[-2:])
+    probe = F.interpolate(image, size=size, mode="area") if size != tuple(image.shape[-2:]) else image
+    return probe, area_ratio
 
 
 def estimate_memory(generator: Generator, inputs: torch.Tensor, context: Any, layer: Layer, *,

@@ -790,15 +790,24 @@ def regions_at_layer(masks: torch.Tensor, grid: Sequence[int], size_multiple: in
         span = (height, width)
     else:
         span = (grid_span(grid[0], height, size_multiple), grid_span(grid[1], width, size_multiple))
-    past = (0, span[1] - width, 0, span[0] - height)
     pixels = masks.to(torch.float32).unsqueeze(0)
-    image_share = F.interpolate(F.pad(torch.ones_like(pixels[:, :1]), past), size=tuple(grid), mode="area")[0]
-    covered = F.interpolate(F.pad(pixels, past), size=tuple(grid), mode="area")[0]
-    edge = F.interpolate(F.pad(pixels, past, mode="replicate"), size=tuple(grid), mode="area")[0]
-    fractions = torch.where(image_share > 0, covered / image_share.clamp(min=1e-12), edge)
+    fractions = F.interpolate(pixels, size=tuple(grid), mode="area")[0] if span == (height, width) else \
+        _edge_cell_fractions(pixels, grid, (0, span[1] - width, 0, span[0] - height))
     uncovered = (1.0 - fractions.sum(0, keepdim=True)).clamp_(min=0.0)
     owner = torch.cat([fractions, uncovered]).argmax(0)  # argmax returns the first maximum
     return owner.unsqueeze(0) == torch.arange(masks.shape[0], device=owner.device).view(-1, 1, 1)
+
+
+def _edge_cell_fractions(pixels: torch.Tensor, grid: Sequence[int], past: tuple[int, int, int, int]) -> torch.Tensor:
+    """Region fractions (R, h, w) of masks (1, R, H, W) whose grid reaches ``past`` (F.pad order) the
+    image: of the image pixels under each cell, or, for a cell with none, of the image's edge."""
+    image_share = F.interpolate(F.pad(torch.ones_like(pixels[:, :1]), past), size=tuple(grid), mode="area")[0]
+    fractions = F.interpolate(F.pad(pixels, past), size=tuple(grid), mode="area")[0] / image_share.clamp(min=1e-12)
+    outside = image_share[0] == 0
+    if bool(outside.any()):
+        edge = F.interpolate(F.pad(pixels, past, mode="replicate"), size=tuple(grid), mode="area")[0]
+        fractions[:, outside] = edge[:, outside]
+    return fractions
 
 
 # ---------------------------------------------------------------------------------------------
